@@ -1,0 +1,15 @@
+--- promscrape: the Prometheus scrape subsystem for Lua.
+-- This façade re-exports the C core (`promscrape.core`) and the Lua modules,
+-- so users write `require "promscrape"` and never name the core.
+local core = require "promscrape.core"
+
+local M = {
+    _VERSION = core._VERSION,
+    core = core,
+}
+
+--- Parses an exposition body.
+-- `promscrape.parse(body, content_type [, opts])` -> series, meta | nil, err
+M.parse = core.parse
+
+return M

@@ -1,0 +1,14 @@
+/*
+ * lps: the Lua binding layer. Each lps_<module>.c marshals one core module
+ * and registers its functions into the promscrape.core table at the top of
+ * the stack. Only these files include Lua headers; they hold no logic.
+ */
+#ifndef LPS_H
+#define LPS_H
+
+#include "lps_compat.h"
+
+void lps_parse_register(lua_State *L);   /* parse, parse_format_of */
+void lps_relabel_register(lua_State *L); /* relabel_rules, ... */
+
+#endif
