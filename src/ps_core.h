@@ -20,6 +20,13 @@
 
 #define PS_VERSION "0.1.0"
 
+/* A borrowed byte range, not NUL-terminated; p == NULL means "absent" where
+ * that matters. Shared by the parser, labels and relabeling. */
+struct ps_str {
+    const char *p;
+    size_t n;
+};
+
 enum {
     PS_OK = 0,
     PS_ENOMEM = -1,  /* an allocation failed */

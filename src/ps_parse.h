@@ -53,12 +53,6 @@ enum ps_mtype {
     PS_MTYPE_UNTYPED /* text format's "untyped" */
 };
 
-/* A borrowed byte range; not NUL-terminated. */
-struct ps_str {
-    const char *p;
-    size_t n;
-};
-
 struct ps_label_view {
     struct ps_str name;  /* decoded (quoted UTF-8 names unescaped) */
     struct ps_str value; /* decoded (escapes resolved) */
