@@ -12,4 +12,7 @@ local M = {
 -- `promscrape.parse(body, content_type [, opts])` -> series, meta | nil, err
 M.parse = core.parse
 
+--- prometheus.yml: `promscrape.config.load(path)`, `.parse(yaml_text)`.
+M.config = require "promscrape.config"
+
 return M
