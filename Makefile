@@ -14,9 +14,9 @@ BUSTED ?= /usr/bin/busted
 LUA_PC ?= $(shell for p in lua5.4 lua-5.4 lua54 lua; do \
 	pkg-config --exists $$p 2>/dev/null && { echo $$p; break; }; done)
 LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
-DEP_PC := libpcre2-8 libcurl
+DEP_PC := libpcre2-8 libcurl libxxhash
 DEP_CFLAGS := $(shell pkg-config --cflags $(DEP_PC) 2>/dev/null)
-DEP_LIBS := $(shell pkg-config --libs $(DEP_PC) 2>/dev/null) -lm
+DEP_LIBS := $(shell pkg-config --libs $(DEP_PC) 2>/dev/null) -lm -pthread
 
 WARN := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wvla -Wformat=2
@@ -43,7 +43,7 @@ MODULE := $(BUILD)/promscrape/core.so
 LIBPS := $(BUILD)/libps.a
 
 .PHONY: all lib ctests luajit asan deps demo check test test-c test-busted \
-	test-replay test-asan test-valgrind replay fuzz bench format \
+	test-replay test-asan test-valgrind test-luajit replay fuzz bench format \
 	format-check check-rockspec install-rock clean
 
 all: $(MODULE)
@@ -130,6 +130,9 @@ test-asan: asan
 	sh spec/run.sh replay build/asan replay-asan
 	sh spec/run.sh busted-asan build/asan busted-asan
 
+test-luajit: luajit
+	sh spec/run.sh busted-luajit build/luajit busted-luajit
+
 test-valgrind: all ctests
 	sh spec/run.sh c-valgrind $(BUILD) c-valgrind
 	sh spec/run.sh busted-valgrind $(BUILD) busted-valgrind
@@ -141,9 +144,10 @@ check: deps
 	-$(MAKE) test-c
 	-$(MAKE) test-replay
 	-$(MAKE) test-busted
+	-$(MAKE) test-luajit
 	-$(MAKE) test-asan
 	-$(MAKE) test-valgrind
-	sh spec/tapsum.sh build/tap c replay busted c-asan replay-asan \
+	sh spec/tapsum.sh build/tap c replay busted busted-luajit c-asan replay-asan \
 	  busted-asan c-valgrind busted-valgrind > build/check-summary.txt; \
 	  rc=$$?; cat build/check-summary.txt; exit $$rc
 

@@ -1,0 +1,152 @@
+/*
+ * ps_http: non-blocking HTTP GET for scrapes, on one libcurl multi handle.
+ * See docs/http.md. This is the only module that includes <curl/curl.h>.
+ *
+ * - struct ps_http owns the multi handle, hence the connection cache and
+ *   DNS cache shared by every request started from it.
+ * - struct ps_http_req is one reusable scrape request (a target): the easy
+ *   handle is configured once in ps_http_request_new() and restarted with
+ *   ps_http_start() every scrape. It owns a body buffer that is reused,
+ *   pre-sized to the last body and capped by body_size_limit.
+ * - Progress happens only in ps_http_wait()/ps_http_perform(), called from
+ *   the loop thread (ps_engine does this); completion callbacks run there.
+ *
+ * Threading: everything runs on one thread, except ps_http_wakeup(), which
+ * any thread may call to interrupt ps_http_wait(). Call
+ * ps_http_global_init() once per process before starting threads.
+ *
+ * Only status 200 is success. Error messages are short, human, and never
+ * contain the configured secrets (password, credentials, key file paths are
+ * not secrets; proxy URL userinfo is redacted too).
+ */
+#ifndef PS_HTTP_H
+#define PS_HTTP_H
+
+#include "ps_core.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ps_http;
+struct ps_http_req;
+
+/*
+ * Process-wide libcurl initialisation (curl_global_init). Call once, before
+ * any other thread runs (the Lua module does it in luaopen; C embedders in
+ * main). Optional: without it libcurl initialises itself lazily on the first
+ * ps_http_new(), which is only safe if no other thread is using curl.
+ * ps_http_global_cleanup() pairs with it, at process exit (tests call it so
+ * leak checkers see a clean heap). PS_OK or PS_EIO.
+ */
+int ps_http_global_init(struct ps_err *e);
+void ps_http_global_cleanup(void);
+
+struct ps_http_opts {
+    long max_connects; /* connection cache size; 0 means 100 */
+};
+
+/* Creates a client. o may be NULL (defaults). PS_OK, PS_ENOMEM or PS_EIO;
+ * *out written only on success. */
+int ps_http_new(struct ps_http **out, const struct ps_http_opts *o,
+                struct ps_err *e);
+/* NULL-safe. Requests still in flight are cancelled without callbacks and
+ * detached: ps_http_start() on them then fails with PS_ESTATE, and they must
+ * still be freed with ps_http_request_free(). */
+void ps_http_free(struct ps_http *h);
+
+/* TLS settings; zero means the library default (verify against the system
+ * CA store). */
+struct ps_http_tls_opts {
+    const char *ca_file;
+    const char *cert_file;
+    const char *key_file;
+    const char *server_name; /* see docs/http.md: PS_ENOTSUP when it differs
+                              * from the URL host (libcurl 7.88 cannot set
+                              * the SNI/verification name on its own) */
+    int insecure_skip_verify;
+    const char *min_version; /* "TLS10", "TLS11", "TLS12", "TLS13" or NULL */
+};
+
+/*
+ * One scrape request. Zero-initialised options give Prometheus's defaults:
+ * follow redirects (at most 10), HTTP/2 over TLS, gzip, no size limit.
+ * Every string is copied (by us or by libcurl): the options may be freed
+ * once ps_http_request_new() returns.
+ */
+struct ps_http_req_opts {
+    const char *url;             /* required: http:// or https:// */
+    const char *accept;          /* Accept header value, or NULL */
+    const char *const *headers;  /* extra "Name: value" lines, NULL-ended */
+    const char *user_agent;      /* NULL: "promscrape/" PS_VERSION */
+    long timeout_ms;             /* whole transfer; also sent as
+                                  * X-Prometheus-Scrape-Timeout-Seconds.
+                                  * 0: no timeout, no header */
+    size_t body_size_limit;      /* decompressed bytes; 0: no limit */
+    int disable_compression;     /* no Accept-Encoding: gzip */
+    const char *basic_auth_user; /* basic auth if user is non-NULL */
+    const char *basic_auth_password;
+    const char *auth_type;        /* NULL: "Bearer" */
+    const char *auth_credentials; /* Authorization: <type> <credentials> */
+    struct ps_http_tls_opts tls;
+    const char *proxy_url;
+    int disable_follow_redirects;
+    int disable_http2; /* HTTP/1.1 only */
+};
+
+/* Creates a request on h. PS_OK, PS_EINVAL (bad options: message says
+ * which, without secrets), PS_ENOTSUP, PS_ENOMEM; *out only on success. */
+int ps_http_request_new(struct ps_http *h, struct ps_http_req **out,
+                        const struct ps_http_req_opts *o, struct ps_err *e);
+/* NULL-safe. Cancels the transfer if in flight (no callback). May be called
+ * from the request's own completion callback. */
+void ps_http_request_free(struct ps_http_req *r);
+
+/*
+ * What a finished transfer gives its callback. Everything is borrowed:
+ * content_type and error are valid during the callback only (and not after
+ * the callback frees the request); body stays valid until the next
+ * ps_http_start() or ps_http_request_free() of the request. On a transport
+ * error the body holds what arrived (possibly partial); the body of a
+ * non-200 answer is discarded, as Prometheus does.
+ */
+struct ps_http_result {
+    int rc;                   /* PS_OK; PS_EIO transport, timeout or status;
+                               * PS_ELIMIT body too big; PS_EPARSE bad gzip;
+                               * PS_ENOMEM */
+    long status;              /* last HTTP status seen, 0 if none */
+    const char *content_type; /* "" if none */
+    const char *body;         /* never NULL; NUL-terminated for convenience */
+    size_t body_len;
+    uint64_t duration_ns; /* from ps_http_start() to completion */
+    int timed_out;        /* 1 when the timeout ended the transfer */
+    const char *error;    /* "" on success, else a human message */
+};
+
+/* Runs on the loop thread, inside ps_http_perform(). It may restart this
+ * request, start/cancel/free others, or free this one. */
+typedef void (*ps_http_done_fn)(struct ps_http_req *r,
+                                const struct ps_http_result *res, void *ud);
+
+/* Starts a transfer. PS_OK; PS_ESTATE if already in flight or detached;
+ * PS_ENOMEM (the body buffer is pre-sized here); PS_EIO if curl refuses.
+ * On failure no callback will run. */
+int ps_http_start(struct ps_http_req *r, ps_http_done_fn done, void *ud,
+                  struct ps_err *e);
+/* Aborts the transfer if in flight, without a callback; else a no-op. */
+void ps_http_cancel(struct ps_http_req *r);
+int ps_http_busy(const struct ps_http_req *r); /* 1 while in flight */
+size_t ps_http_inflight(const struct ps_http *h);
+
+/*
+ * The loop. ps_http_wait() blocks up to timeout_ms (capped by curl's own
+ * timers) until a socket is ready or ps_http_wakeup() is called;
+ * ps_http_perform() then drives the transfers and runs the completion
+ * callbacks. Both return PS_OK, or PS_EIO if libcurl's multi interface fails
+ * (then the client is unusable).
+ */
+int ps_http_wait(struct ps_http *h, int timeout_ms, struct ps_err *e);
+int ps_http_perform(struct ps_http *h, struct ps_err *e);
+/* Thread-safe: makes a current or the next ps_http_wait() return early. */
+void ps_http_wakeup(struct ps_http *h);
+
+#endif
