@@ -2,6 +2,7 @@
 #include "ps_core.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,8 +72,11 @@ static void *default_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 /* The only process-wide mutable state: see the header for why. */
 static ps_alloc_fn g_alloc = default_alloc;
 static void *g_alloc_ud;
-static long g_fail_after = -1; /* countdown; < 0 means never fail */
-static long g_alloc_count;
+/* The torture countdown and counter are touched by every allocating thread
+ * (the engine thread and the Lua thread in background mode): atomics keep
+ * them race-free; relaxed order is enough for counting. */
+static _Atomic long g_fail_after = -1; /* countdown; < 0 means never fail */
+static _Atomic long g_alloc_count;
 
 void ps_set_allocator(ps_alloc_fn f, void *ud)
 {
@@ -82,23 +86,26 @@ void ps_set_allocator(ps_alloc_fn f, void *ud)
 
 long ps_alloc_fail_after(long n)
 {
-    long made = g_alloc_count;
+    long made = atomic_exchange(&g_alloc_count, 0);
 
-    g_alloc_count = 0;
-    g_fail_after = n;
+    atomic_store(&g_fail_after, n);
     return made;
 }
 
 /* Counts the allocation and tells whether the torture countdown says fail. */
 static int should_fail(void)
 {
-    g_alloc_count++;
-    if (g_fail_after < 0)
-        return 0;
-    if (g_fail_after == 0)
-        return 1;
-    g_fail_after--;
-    return 0;
+    long left;
+
+    atomic_fetch_add_explicit(&g_alloc_count, 1, memory_order_relaxed);
+    left = atomic_load_explicit(&g_fail_after, memory_order_relaxed);
+    while (left > 0 &&
+           !atomic_compare_exchange_weak_explicit(&g_fail_after, &left,
+                                                  left - 1,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+    return left == 0;
 }
 
 void *ps_malloc(size_t n)
