@@ -5,6 +5,7 @@
 #   c-valgrind       the same under valgrind
 #   replay           fuzz corpus replayers in BUILD/fuzz
 #   busted           busted specs with lua5.4 against BUILD/?.so
+#   busted-luajit    the same specs under LuaJIT against build/luajit
 #   busted-asan      the same with libasan preloaded (module built with ASan)
 #   busted-valgrind  the same under valgrind, with a GC-stressing prelude
 # A stage that dies before printing its plan counts as failed in tapsum.sh.
@@ -76,6 +77,9 @@ replay)
     [ $status -eq 0 ] ;;
 busted)
     lua5.4 $BUSTED ;;
+busted-luajit)
+    # The OpenResty flavour: same specs, LuaJIT, the luajit build.
+    luajit $BUSTED ;;
 busted-asan)
     env $ASAN_ENV LD_PRELOAD="$(gcc -print-file-name=libasan.so)" lua5.4 $BUSTED ;;
 busted-valgrind)

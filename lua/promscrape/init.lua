@@ -12,6 +12,13 @@ local M = {
 -- `promscrape.parse(body, content_type [, opts])` -> series, meta | nil, err
 M.parse = core.parse
 
+--- Relabeling with Prometheus's semantics:
+-- `promscrape.relabel(labels, rules)` -> labels | nil (dropped), raises on bad rules;
+-- `promscrape.relabel_rules(rules)` -> compiled rules (`:apply`, `:trace`) | nil, err.
+local relabel = require "promscrape.relabel"
+M.relabel = relabel.relabel
+M.relabel_rules = relabel.relabel_rules
+
 --- prometheus.yml: `promscrape.config.load(path)`, `.parse(yaml_text)`.
 M.config = require "promscrape.config"
 
