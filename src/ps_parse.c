@@ -10,6 +10,14 @@
  * as code rather than as a state machine so the hot path (name, labels,
  * value) is a few tight loops.
  *
+ * Speed. The scanners (names, quoted strings, metadata lines) take 16
+ * bytes at a time with SSE2 where the compiler targets it (baseline on
+ * x86_64, so no runtime dispatch), else 8 with SWAR or one; vector loads
+ * happen only while 16 bytes remain, tails are scalar. The common case of
+ * each step is inlined and anything unusual (escapes, non-ASCII, blanks,
+ * possible repeated label names, values that are not plain decimals) falls
+ * back to the general code, so the fast paths change no result.
+ *
  * Memory. Views point into the input; only strings holding escapes are
  * decoded, into a scratch buffer that is reset per entry. Because the
  * scratch buffer may move when it grows mid-line, views already pointing
@@ -30,6 +38,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__SSE2__) && defined(__GNUC__)
+#include <emmintrin.h> /* baseline on x86_64: no runtime dispatch needed */
+#define PS_SSE2 1
+#endif
+
+#if defined(__GNUC__)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define HOT_INLINE static inline __attribute__((always_inline))
+#define NOINLINE static __attribute__((noinline))
+#else
+#define LIKELY(x) (x)
+#define HOT_INLINE static inline
+#define NOINLINE static
+#endif
 
 enum { ST_RUN = 0, ST_EOF, ST_ERR };
 
@@ -398,8 +421,8 @@ static int slow_float(struct ps_parser *p, const char *s, size_t n,
  * NaN is returned as Prometheus's canonical NormalNaN bits. Clinger's fast
  * path handles <= 15 significant digits and |exp10| <= 22 exactly.
  */
-static int parse_float(struct ps_parser *p, const char *s, size_t n,
-                       double *out)
+NOINLINE int parse_float(struct ps_parser *p, const char *s, size_t n,
+                         double *out)
 {
     const char *e = s + n, *q = s;
     uint64_t m = 0;
@@ -495,6 +518,68 @@ static int parse_float(struct ps_parser *p, const char *s, size_t n,
     return slow_float(p, s, n, out);
 }
 
+/*
+ * The common shapes of a sample value, [-]digits[.digits][e[+-]digits],
+ * parsed in the same pass that finds the end of the token (the first byte
+ * of class `stop`, or e). Returns that end with *out set when the result is
+ * exact by Clinger's rule (<= 19 digits, mantissa <= 2^53, |exp10| <= 22),
+ * which is then the value parse_float() gives; NULL when it cannot tell,
+ * and parse_float() decides.
+ */
+HOT_INLINE const char *fast_number(const char *q, const char *e,
+                                   unsigned char stop, double *out)
+{
+    uint64_t m = 0;
+    int nd = 0, neg = 0;
+    long x10 = 0;
+    double v;
+
+    if (q < e && *q == '-') {
+        neg = 1;
+        q++;
+    }
+    for (; q < e && (unsigned char)(*q - '0') < 10; q++, nd++) {
+        if (nd == 19)
+            return NULL;
+        m = m * 10 + (uint64_t)(*q - '0');
+    }
+    if (q < e && *q == '.') {
+        for (q++; q < e && (unsigned char)(*q - '0') < 10; q++, nd++) {
+            if (nd == 19)
+                return NULL;
+            m = m * 10 + (uint64_t)(*q - '0');
+            x10--;
+        }
+    }
+    if (nd == 0)
+        return NULL;
+    if (q < e && (*q | 0x20) == 'e') {
+        int eneg = 0, ed = 0;
+        long x = 0;
+        q++;
+        if (q < e && (*q == '+' || *q == '-')) {
+            eneg = *q == '-';
+            q++;
+        }
+        for (; q < e && (unsigned char)(*q - '0') < 10; q++, ed++) {
+            if (ed == 3)
+                return NULL;
+            x = x * 10 + (*q - '0');
+        }
+        if (ed == 0)
+            return NULL;
+        x10 += eneg ? -x : x;
+    }
+    if (q < e && !(CL(*q) & stop))
+        return NULL;
+    if (m > (1ULL << 53) || x10 < -22 || x10 > 22)
+        return NULL;
+    v = (double)m;
+    v = x10 < 0 ? v / pow10tab[-x10] : v * pow10tab[x10];
+    *out = neg ? -v : v;
+    return q;
+}
+
 /* Seconds (OpenMetrics) to milliseconds as Prometheus does, int64(ts*1000)
  * truncating toward zero; out-of-range values saturate (Go leaves them
  * implementation-defined, C undefined). */
@@ -535,11 +620,36 @@ enum { Q_NL = 1, Q_NUL = 2 };
 /* Returns the end of the run of name bytes [a-zA-Z0-9_] (plus ':' when
  * colon) starting at s, never past e. Names are long in real exposition
  * (k8s label names), so whole words are classified at once. */
-static const char *scan_name(const char *s, const char *e, int colon)
+HOT_INLINE const char *scan_name(const char *s, const char *e, int colon)
 {
     unsigned char want = colon ? C_MNAME : C_LNAME;
 
-#ifdef SWAR_HAVE_FIRST
+#if defined(PS_SSE2)
+    /* 16 bytes at a time, loads only while 16 bytes remain. A range test
+     * lo <= x <= hi is one add and one signed compare: x + (0x80 - lo)
+     * maps lo..hi onto -128..-128+(hi-lo) and every other byte above it.
+     * '0'..':' is one range, so the colon costs nothing. */
+    const __m128i lo_a = _mm_set1_epi8((char)(0x80 - 'a'));
+    const __m128i lim_a = _mm_set1_epi8((char)(-128 + 26));
+    const __m128i lo_d = _mm_set1_epi8((char)(0x80 - '0'));
+    const __m128i lim_d = _mm_set1_epi8((char)(-128 + (colon ? 11 : 10)));
+    const __m128i bit5 = _mm_set1_epi8(0x20), us = _mm_set1_epi8('_');
+
+    while (e - s >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+        __m128i lw = _mm_or_si128(v, bit5);
+        __m128i ok = _mm_or_si128(
+            _mm_or_si128(
+                _mm_cmplt_epi8(_mm_add_epi8(lw, lo_a), lim_a),
+                _mm_cmplt_epi8(_mm_add_epi8(v, lo_d), lim_d)),
+            _mm_cmpeq_epi8(v, us));
+        unsigned bad = ~(unsigned)_mm_movemask_epi8(ok) & 0xffffu;
+
+        if (bad != 0)
+            return s + __builtin_ctz(bad);
+        s += 16;
+    }
+#elif defined(SWAR_HAVE_FIRST)
     while (e - s >= 8) {
         uint64_t w, lw, ok;
         memcpy(&w, s, 8);
@@ -565,8 +675,8 @@ static const char *scan_name(const char *s, const char *e, int colon)
  * skips them: series label values). Returns the byte after the closing
  * quote, or NULL with the reason in p->qwhy. *flags gets 1 if a backslash
  * was seen, 2 if a non-ASCII byte was. */
-static const char *scan_quoted(struct ps_parser *p, const char *s, int mode,
-                               unsigned *flags)
+NOINLINE const char *scan_quoted_slow(struct ps_parser *p, const char *s,
+                                      int mode, unsigned *flags)
 {
     const char *e = p->end;
     unsigned hi = 0, f = 0;
@@ -575,6 +685,32 @@ static const char *scan_quoted(struct ps_parser *p, const char *s, int mode,
     p->qwhy = "unterminated string";
     for (s++; s < e; s++) {
         unsigned char c;
+#if defined(PS_SSE2)
+        /* 16 bytes at a time up to the first '"', '\\', '\n' or NUL.
+         * Non-ASCII bytes before it only set hi (UTF-8 is checked later),
+         * so they do not leave the fast path. */
+        while (e - s >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+            __m128i t = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n')),
+                             _mm_cmpeq_epi8(v, _mm_setzero_si128())));
+            unsigned stop = (unsigned)_mm_movemask_epi8(t);
+            unsigned high = (unsigned)_mm_movemask_epi8(v);
+
+            if (stop != 0) {
+                unsigned k = (unsigned)__builtin_ctz(stop);
+                if (high & ((1u << k) - 1))
+                    hi = 0x80;
+                s += k;
+                break;
+            }
+            if (high != 0)
+                hi = 0x80;
+            s += 16;
+        }
+#else
         /* Eight bytes at a time while none is '"', '\\', '\n', NUL or
          * non-ASCII: label values are mostly plain ASCII. */
         while (e - s >= 8) {
@@ -590,6 +726,7 @@ static const char *scan_quoted(struct ps_parser *p, const char *s, int mode,
             }
             s += 8;
         }
+#endif
         if (s >= e)
             break;
         c = (unsigned char)*s;
@@ -628,11 +765,83 @@ static const char *scan_quoted(struct ps_parser *p, const char *s, int mode,
     return NULL;
 }
 
+/* The common case of scan_quoted_slow(), inlined: plain ASCII up to the
+ * closing quote (no escape, raw newline, NUL or byte >= 0x80), 16 bytes
+ * readable at each step. Anything else is handed to the full scan from
+ * the opening quote. */
+HOT_INLINE const char *scan_quoted(struct ps_parser *p, const char *s,
+                                   int mode, unsigned *flags)
+{
+#if defined(PS_SSE2)
+    const char *e = p->end, *q = s + 1;
+
+    while (e - q >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+        __m128i t = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                         _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n')),
+                         _mm_cmpeq_epi8(v, _mm_setzero_si128())));
+        unsigned stop = (unsigned)_mm_movemask_epi8(_mm_or_si128(t, v));
+
+        if (stop != 0) {
+            q += __builtin_ctz(stop);
+            if (LIKELY(*q == '"')) {
+                *flags = 0;
+                return q + 1;
+            }
+            break;
+        }
+        q += 16;
+    }
+#endif
+    return scan_quoted_slow(p, s, mode, flags);
+}
+
+/* Returns the first '\n' at or after s, or e. *flags gets 1 if a backslash
+ * may be before it, 2 if a byte >= 0x80 may be (hints: a clear bit is a
+ * promise, a set one is checked exactly by the caller). Metadata lines. */
+static const char *scan_line(const char *s, const char *e, unsigned *flags)
+{
+    unsigned f = 0;
+
+#if defined(PS_SSE2)
+    while (e - s >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)s);
+        unsigned nl = (unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(v, _mm_set1_epi8('\n')));
+        /* backslash or >= 0x80: both flags (rare, and then both exact
+         * checks run) */
+        unsigned sp = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\\')), v));
+
+        if (nl != 0) {
+            if (sp & ((nl & -nl) - 1)) /* before the newline */
+                f = 3;
+            *flags = f;
+            return s + __builtin_ctz(nl);
+        }
+        if (sp != 0)
+            f = 3;
+        s += 16;
+    }
+#endif
+    for (; s < e && *s != '\n'; s++) {
+        if (*s == '\\')
+            f |= 1;
+        else if ((unsigned char)*s >= 0x80)
+            f |= 2;
+    }
+    *flags = f;
+    return s;
+}
+
 /* Produces the view of quoted string body [a, b) (quotes excluded),
  * decoding only if it held escapes. Validates UTF-8 when non-ASCII bytes
  * were seen. Returns PS_OK, PS_EPARSE or PS_ENOMEM. */
-static int quoted_view(struct ps_parser *p, const char *a, const char *b,
-                       unsigned flags, const char *what, struct ps_str *out)
+NOINLINE int quoted_view_slow(struct ps_parser *p, const char *a,
+                              const char *b, unsigned flags,
+                              const char *what, struct ps_str *out)
 {
     if ((flags & 2) && !ps_utf8_valid(a, (size_t)(b - a)))
         return perr(p, "invalid UTF-8 in %s", what);
@@ -643,6 +852,19 @@ static int quoted_view(struct ps_parser *p, const char *a, const char *b,
     out->p = a;
     out->n = (size_t)(b - a);
     return PS_OK;
+}
+
+/* quoted_view_slow() for the plain case inlined: ASCII, no escapes. */
+HOT_INLINE int quoted_view(struct ps_parser *p, const char *a, const char *b,
+                           unsigned flags, const char *what,
+                           struct ps_str *out)
+{
+    if (LIKELY(flags == 0)) {
+        out->p = a;
+        out->n = (size_t)(b - a);
+        return PS_OK;
+    }
+    return quoted_view_slow(p, a, b, flags, what, out);
 }
 
 /* Skips text-format blanks (space, tab), never past e. */
@@ -683,10 +905,42 @@ static int check_dups(struct ps_parser *p, size_t from, size_t to)
     const struct ps_label_view *l = p->lab;
     size_t i, j, n = to - from;
 
-    for (i = from; i < to; i++)
-        if (l[i].name.n == 8 && memcmp(l[i].name.p, "__name__", 8) == 0)
-            return perr(p, "duplicate label name \"__name__\"");
     if (n <= 16) {
+        /* A 64-slot table of label indices on the stack, keyed by length
+         * and three bytes (parse_labels() has usually ruled repeats out
+         * already). A real repeat, or "__name__", goes to the pairwise
+         * check, which reports exactly as it always has. */
+        unsigned char tab[64];
+        int bad = 0;
+
+        if (n <= 3) /* at most three pairs: compare them directly */
+            goto pairwise;
+        memset(tab, 0, sizeof(tab));
+        for (i = from; i < to && !bad; i++) {
+            const struct ps_str *a = &l[i].name;
+            uint32_t key, h;
+
+            if (a->n == 0) {
+                bad = 1;
+                break;
+            }
+            key = (uint32_t)a->n ^ (uint32_t)(unsigned char)a->p[0] << 8 ^
+                  (uint32_t)(unsigned char)a->p[a->n - 1] << 16 ^
+                  (uint32_t)(unsigned char)a->p[a->n / 2] << 24;
+            h = (key * 0x9E3779B1u) >> 26;
+            if (a->n == 8 && memcmp(a->p, "__name__", 8) == 0)
+                bad = 1;
+            for (; tab[h] != 0; h = (h + 1) & 63)
+                if (same_str(a, &l[from + tab[h] - 1].name))
+                    bad = 1;
+            tab[h] = (unsigned char)(i - from + 1);
+        }
+        if (!bad)
+            return PS_OK;
+    pairwise:
+        for (i = from; i < to; i++)
+            if (l[i].name.n == 8 && memcmp(l[i].name.p, "__name__", 8) == 0)
+                return perr(p, "duplicate label name \"__name__\"");
         for (i = from + 1; i < to; i++)
             for (j = from; j < i; j++)
                 if (same_str(&l[i].name, &l[j].name))
@@ -697,6 +951,9 @@ static int check_dups(struct ps_parser *p, size_t from, size_t to)
     }
     /* Large sets: an open-addressing table of label indices, sized to a
      * power of two >= 2n, kept in the parser and reused. */
+    for (i = from; i < to; i++)
+        if (l[i].name.n == 8 && memcmp(l[i].name.p, "__name__", 8) == 0)
+            return perr(p, "duplicate label name \"__name__\"");
     {
         size_t cap = 64, mask, k;
         while (cap < 2 * n)
@@ -735,15 +992,17 @@ enum { LB_SERIES, LB_EXEMPLAR };
  * (message recorded).
  */
 static const char *parse_labels(struct ps_parser *p, const char *s, int kind,
-                                struct ps_str *name, int *rc)
+                                struct ps_str *name, int *dups, int *rc)
 {
     const char *e = p->end;
     int om = p->o.format == PS_FORMAT_OPENMETRICS;
     int text = !om;
     int trailing_comma = 0;
+    uint64_t m1 = 0, m2 = 0; /* Bloom filter over the bare names */
     char gbuf[48];
 
     *rc = PS_OK;
+    *dups = 0;
     /* One iteration per pair: name (bare or quoted), '=', quoted value,
      * separator. Label views are stored by index (the array may grow),
      * and become pointers only when the line is complete. */
@@ -754,7 +1013,9 @@ static const char *parse_labels(struct ps_parser *p, const char *s, int kind,
         int quoted = 0;
         long k;
 
-        if (text)
+        /* Blanks are rare: each skip_ws() is guarded by a test that the
+         * expected byte is not already there. Names start above ' '. */
+        if (text && s < e && (unsigned char)*s <= ' ')
             s = skip_ws(s, e);
         if (s < e && *s == '}') {
             if (trailing_comma && p->o.strict && om) {
@@ -765,9 +1026,28 @@ static const char *parse_labels(struct ps_parser *p, const char *s, int kind,
         }
         ns = s;
         if (s < e && (CL(*s) & C_LNAME0)) {
+            size_t n;
+            uint64_t h, b1, b2;
+
             s = scan_name(s, e, 0);
             ne = s;
+            /* Repeated names: a Bloom filter (two words, one bit in each,
+             * keyed by length, first and last byte) proves the common case of
+             * distinct names; a possible repeat or a "__name__" leaves the
+             * exact check to check_dups(). */
+            n = (size_t)(ne - ns);
+            h = ((uint64_t)n ^ (uint64_t)(unsigned char)ns[0] << 8 ^
+                 (uint64_t)(unsigned char)ne[-1] << 16) *
+                0x9E3779B97F4A7C15ULL;
+            b1 = 1ULL << (h >> 58);
+            b2 = 1ULL << ((h >> 52) & 63);
+            if (((m1 & b1) && (m2 & b2)) ||
+                (n == 8 && memcmp(ns, "__name__", 8) == 0))
+                *dups = 1;
+            m1 |= b1;
+            m2 |= b2;
         } else if (s < e && *s == '"') {
+            *dups = 1; /* decoded names are compared by check_dups() */
             /* Quoted names follow the label-value rule of each lexer. */
             s = scan_quoted(p, s, text ? Q_NL : 0, &fl);
             if (s == NULL) {
@@ -780,7 +1060,7 @@ static const char *parse_labels(struct ps_parser *p, const char *s, int kind,
             *rc = perr(p, "expected label name, got %s", GOT(s));
             return NULL;
         }
-        if (text)
+        if (text && !(s < e && *s == '='))
             s = skip_ws(s, e);
         /* Prometheus 3.x: a quoted string followed by ',' or '}' is the
          * metric name, legal once per block and never in exemplars. */
@@ -826,7 +1106,7 @@ static const char *parse_labels(struct ps_parser *p, const char *s, int kind,
             return NULL;
         }
         s++;
-        if (text)
+        if (text && !(s < e && *s == '"'))
             s = skip_ws(s, e);
         if (s >= e || *s != '"') {
             *rc = perr(p, "expected label value, got %s", GOT(s));
@@ -855,7 +1135,7 @@ static const char *parse_labels(struct ps_parser *p, const char *s, int kind,
         /* Text needs no comma between pairs (promparse.go notes it accepts
          * `{a="1" b="2"}`); both formats allow one trailing comma, which
          * OpenMetrics 1.0 itself (strict) forbids. */
-        if (text)
+        if (text && !(s < e && (*s == ',' || *s == '}')))
             s = skip_ws(s, e);
         trailing_comma = 0;
         if (s < e && *s == ',') {
@@ -1409,7 +1689,7 @@ static int parse_series(struct ps_parser *p, const char *s)
     struct ps_str name = {NULL, 0};
     size_t nser;
     char gbuf[48];
-    int rc;
+    int rc, dups = 0;
     double d;
 
     v->has_ts = 0;
@@ -1433,7 +1713,7 @@ static int parse_series(struct ps_parser *p, const char *s)
     if (name.p == NULL)
         raw1 = s;
     if (s < e && *s == '{') {
-        s = parse_labels(p, s + 1, LB_SERIES, &v->name, &rc);
+        s = parse_labels(p, s + 1, LB_SERIES, &v->name, &dups, &rc);
         if (s == NULL)
             return rc;
         if (v->name.p == NULL)
@@ -1446,7 +1726,7 @@ static int parse_series(struct ps_parser *p, const char *s)
     /* Prometheus finds repeated names only when building the label set
      * (scrape fails the sample); doing it here keeps the rule in one place
      * and the views trustworthy for every consumer. */
-    if ((rc = check_dups(p, 0, nser)) != PS_OK)
+    if (dups && (rc = check_dups(p, 0, nser)) != PS_OK)
         return rc;
 
     /* Value. OpenMetrics: exactly one space, then bytes up to a space or
@@ -1457,28 +1737,40 @@ static int parse_series(struct ps_parser *p, const char *s)
         if (s >= e || *s != ' ' || s + 1 >= e || (CL(s[1]) & C_OVSTOP))
             return perr(p, "expected value after metric, got %s", GOT(s));
         vs = ++s;
-        while (s < e && !(CL(*s) & C_OVSTOP))
-            s++;
     } else {
         s = skip_ws(s, e);
         vs = s;
-        while (s < e && !(CL(*s) & C_TVSTOP))
-            s++;
-        if (s == vs)
-            return perr(p, "expected value after metric, got %s", GOT(s));
     }
-    rc = parse_float(p, vs, (size_t)(s - vs), &d);
-    if (rc == NUM_NOMEM)
-        return pnomem(p);
-    if (rc != NUM_OK)
-        return perr(p, "%s value \"%.*s\"",
-                    rc == NUM_RANGE ? "out of range" : "invalid",
-                    (int)(s - vs > 64 ? 64 : s - vs), vs);
+    {
+        unsigned char stop = om ? C_OVSTOP : C_TVSTOP;
+        const char *ve = fast_number(vs, e, stop, &d);
+
+        if (ve != NULL) {
+            s = ve;
+        } else {
+            while (s < e && !(CL(*s) & stop))
+                s++;
+            if (s == vs) /* text only: OpenMetrics checked s[1] above */
+                return perr(p, "expected value after metric, got %s",
+                            GOT(s));
+            rc = parse_float(p, vs, (size_t)(s - vs), &d);
+            if (rc == NUM_NOMEM)
+                return pnomem(p);
+            if (rc != NUM_OK)
+                return perr(p, "%s value \"%.*s\"",
+                            rc == NUM_RANGE ? "out of range" : "invalid",
+                            (int)(s - vs > 64 ? 64 : s - vs), vs);
+        }
+    }
     v->value = d;
 
     if (!om) {
         /* Text: optional millisecond timestamp, digits only (promlex
          * {D}+, so no sign), within int64 as strconv.ParseInt demands. */
+        if (LIKELY(s < e && *s == '\n')) { /* the common case: no ts */
+            end_line(p, s);
+            goto done;
+        }
         s = skip_ws(s, e);
         if (s < e && (CL(*s) & C_DIGIT)) {
             uint64_t t = 0;
@@ -1517,11 +1809,11 @@ static int parse_series(struct ps_parser *p, const char *s)
             size_t nx;
             struct ps_str xn = {NULL, 0};
 
-            s = parse_labels(p, s + 4, LB_EXEMPLAR, &xn, &rc);
+            s = parse_labels(p, s + 4, LB_EXEMPLAR, &xn, &dups, &rc);
             if (s == NULL)
                 return rc;
             nx = p->nlab - nser;
-            if ((rc = check_dups(p, nser, p->nlab)) != PS_OK)
+            if (dups && (rc = check_dups(p, nser, p->nlab)) != PS_OK)
                 return rc;
             v->has_exemplar = 1;
             v->exemplar.nlabels = nx;
@@ -1598,24 +1890,25 @@ static int type_from(const char *s, size_t n, int om, enum ps_mtype *t)
 {
     static const struct {
         const char *w;
+        size_t n;
         enum ps_mtype t;
         int fmt; /* 1 text, 2 OM, 3 both */
     } tab[] = {
-        {"counter", PS_MTYPE_COUNTER, 3},
-        {"gauge", PS_MTYPE_GAUGE, 3},
-        {"histogram", PS_MTYPE_HISTOGRAM, 3},
-        {"summary", PS_MTYPE_SUMMARY, 3},
-        {"untyped", PS_MTYPE_UNTYPED, 1},
-        {"gaugehistogram", PS_MTYPE_GAUGEHISTOGRAM, 2},
-        {"info", PS_MTYPE_INFO, 2},
-        {"stateset", PS_MTYPE_STATESET, 2},
-        {"unknown", PS_MTYPE_UNKNOWN, 2},
+        {"counter", 7, PS_MTYPE_COUNTER, 3},
+        {"gauge", 5, PS_MTYPE_GAUGE, 3},
+        {"histogram", 9, PS_MTYPE_HISTOGRAM, 3},
+        {"summary", 7, PS_MTYPE_SUMMARY, 3},
+        {"untyped", 7, PS_MTYPE_UNTYPED, 1},
+        {"gaugehistogram", 14, PS_MTYPE_GAUGEHISTOGRAM, 2},
+        {"info", 4, PS_MTYPE_INFO, 2},
+        {"stateset", 8, PS_MTYPE_STATESET, 2},
+        {"unknown", 7, PS_MTYPE_UNKNOWN, 2},
     };
     size_t i;
 
     for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
-        if ((tab[i].fmt & (om ? 2 : 1)) && strlen(tab[i].w) == n &&
-            memcmp(tab[i].w, s, n) == 0) {
+        if (tab[i].n == n && s[0] == tab[i].w[0] &&
+            (tab[i].fmt & (om ? 2 : 1)) && memcmp(tab[i].w, s, n) == 0) {
             *t = tab[i].t;
             return 1;
         }
@@ -1641,8 +1934,7 @@ static int parse_meta(struct ps_parser *p, const char *s, enum ps_entry kind,
     m->text.n = 0;
     m->family.p = NULL;
     if (s < e && (CL(*s) & C_MNAME0)) {
-        while (s < e && (CL(*s) & C_MNAME))
-            s++;
+        s = scan_name(s, e, 1);
         m->family.p = n0;
         m->family.n = (size_t)(s - n0);
     } else if (s < e && *s == '"') {
@@ -1664,9 +1956,7 @@ static int parse_meta(struct ps_parser *p, const char *s, enum ps_entry kind,
      * decoded (Prometheus returns quoted ones raw, escapes included; the
      * decoded name is the one series carry, so it is the useful key). */
     t0 = s;
-    t1 = memchr(s, '\n', (size_t)(e - s));
-    if (t1 == NULL)
-        t1 = e;
+    t1 = scan_line(s, e, &fl);
     if (om) {
         /* OpenMetrics: exactly one space, then text, then a newline. */
         if (t1 == e || t0 == t1 || *t0 != ' ')
@@ -1689,9 +1979,9 @@ static int parse_meta(struct ps_parser *p, const char *s, enum ps_entry kind,
             return perr(p, "invalid metric type \"%.*s\"",
                         (int)(t1 - t0 > 64 ? 64 : t1 - t0), t0);
     } else if (kind == PS_ENTRY_HELP) {
-        if (!ps_utf8_valid(t0, (size_t)(t1 - t0)))
+        if ((fl & 2) && !ps_utf8_valid(t0, (size_t)(t1 - t0)))
             return perr(p, "invalid UTF-8 in help text");
-        if (memchr(t0, '\\', (size_t)(t1 - t0)) != NULL) {
+        if ((fl & 1) && memchr(t0, '\\', (size_t)(t1 - t0)) != NULL) {
             if (decode(p, t0, (size_t)(t1 - t0), om ? DEC_LVAL : DEC_HELP,
                        &m->text) != PS_OK)
                 return pnomem(p);
@@ -1728,6 +2018,12 @@ static int next_text(struct ps_parser *p, enum ps_entry *entry)
     const char *e = p->end;
     char gbuf[48];
 
+    /* Most lines are samples starting in column one. */
+    if (LIKELY(p->pos < e && (CL(*p->pos) & C_MNAME0))) {
+        p->entline = p->line;
+        *entry = PS_ENTRY_SERIES;
+        return parse_series(p, p->pos);
+    }
     for (;;) {
         const char *s = skip_ws(p->pos, e);
 
