@@ -430,3 +430,46 @@ describe("parse() API", function()
     end)
   end)
 end)
+
+-- Prometheus 3.x (textparse normalizeFloatsInLabelValues) ingests le of
+-- histograms and quantile of summaries as FormatOpenMetricsFloat prints them,
+-- deciding by the latest TYPE line; other labels and types stay as exposed.
+describe("le and quantile normalization", function()
+  local function labels_of(text, ct)
+    local s, err = parse(text, ct)
+    assert.is_table(s, err)
+    local out = {}
+    for i, x in ipairs(s) do out[i] = x.labels end
+    return out
+  end
+  it("rewrites histogram le values as Prometheus 3.x stores them", function()
+    local l = labels_of('# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="0.00001"} 1\n' ..
+      'h_bucket{le="1e3"} 1\nh_bucket{le="+Inf"} 1\nh_bucket{le="0.25"} 1\n')
+    assert.are.same({ "1.0", "1e-05", "1000.0", "+Inf", "0.25" },
+      { l[1].le, l[2].le, l[3].le, l[4].le, l[5].le })
+  end)
+  it("rewrites summary quantile values", function()
+    local l = labels_of('# TYPE s summary\ns{quantile="0"} 1\ns{quantile="1"} 1\ns{quantile="0.5"} 1\n')
+    assert.are.same({ "0.0", "1.0", "0.5" }, { l[1].quantile, l[2].quantile, l[3].quantile })
+  end)
+  it("does the same in OpenMetrics", function()
+    local l = labels_of('# TYPE h histogram\nh_bucket{le="10"} 1\nh_bucket{le="+Inf"} 1\nh_count 1\nh_sum 1\n# EOF\n',
+      "application/openmetrics-text; version=1.0.0")
+    assert.are.equal("10.0", l[1].le)
+  end)
+  it("leaves le of other types, other labels and non-numbers alone", function()
+    local l = labels_of('# TYPE g gauge\ng{le="1"} 1\n# TYPE h histogram\nh_bucket{le="x",q="1"} 1\n' ..
+      'h_bucket{le=" 1"} 1\nh_bucket{le="0x1"} 1\n')
+    assert.are.same({ "1", "x", "1", " 1", "0x1" }, { l[1].le, l[2].le, l[2].q, l[3].le, l[4].le })
+  end)
+  it("follows the latest TYPE line, as Prometheus's parser does", function()
+    local l = labels_of('# TYPE h histogram\nother_bucket{le="2"} 1\n')
+    assert.are.equal("2.0", l[1].le)
+  end)
+  it("leaves exemplar labels as exposed", function()
+    local s = parse('# TYPE h histogram\nh_bucket{le="1"} 1 # {le="1"} 1\nh_bucket{le="+Inf"} 1\nh_count 1\nh_sum 1\n# EOF\n',
+      "application/openmetrics-text; version=1.0.0")
+    assert.are.equal("1.0", s[1].labels.le)
+    assert.are.equal("1", s[1].exemplar.labels.le)
+  end)
+end)

@@ -115,9 +115,4 @@ int ps_appender_mem_forget(struct ps_appender_mem *s, int64_t older_than_ms,
 
 void ps_appender_mem_stats(struct ps_appender_mem *s, struct ps_mem_stats *st);
 
-/* Formats v as Go's strconv.FormatFloat(v, 'g', -1, 64), the way expfmt
- * writes sample values ("+Inf", "-Inf", "NaN", "1e+06", "0.1"). out needs
- * 32 bytes; returns the length. Exposed for the tests and other writers. */
-size_t ps_fmt_go_float(double v, char *out);
-
 #endif

@@ -1,6 +1,7 @@
 /* ps_core: error codes, allocator hook, UTF-8 and name validation. */
 #include "ps_core.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -243,4 +244,87 @@ int ps_name_legacy_label(const char *s, size_t n)
 int ps_name_utf8(const char *s, size_t n)
 {
     return n > 0 && ps_utf8_valid(s, n);
+}
+
+/* ---- number formatting ------------------------------------------------- */
+
+size_t ps_fmt_go_float(double v, char *out)
+{
+    char tmp[40], dig[24];
+    size_t nd = 0, o = 0, k;
+    const char *p;
+    int prec, x, dp;
+
+    /* expfmt's writeFloat special cases, then strconv 'g' with -1. */
+    if (isnan(v))
+        return (size_t)sprintf(out, "NaN");
+    if (isinf(v))
+        return (size_t)sprintf(out, v > 0 ? "+Inf" : "-Inf");
+    if (v == 0)
+        return (size_t)sprintf(out, "0");
+    /* Shortest digit string that reads back as v. */
+    for (prec = 1; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, v);
+        if (strtod(tmp, NULL) == v)
+            break;
+    }
+    p = tmp;
+    if (*p == '-')
+        out[o++] = *p++;
+    for (; *p != 'e'; p++)
+        if (*p >= '0' && *p <= '9')
+            dig[nd++] = *p;
+    x = atoi(p + 1);
+    while (nd > 1 && dig[nd - 1] == '0')
+        nd--;
+    dp = x + 1;
+    if (x < -4 || x >= 6) {
+        /* %e: d[.ddd]e±XX, at least two exponent digits. */
+        out[o++] = dig[0];
+        if (nd > 1) {
+            out[o++] = '.';
+            memcpy(out + o, dig + 1, nd - 1);
+            o += nd - 1;
+        }
+        o += (size_t)sprintf(out + o, "e%c%02d", x < 0 ? '-' : '+',
+                             x < 0 ? -x : x);
+        return o;
+    }
+    if (dp <= 0) {
+        out[o++] = '0';
+        out[o++] = '.';
+        for (k = 0; k < (size_t)-dp; k++)
+            out[o++] = '0';
+        memcpy(out + o, dig, nd);
+        o += nd;
+    } else if ((size_t)dp >= nd) {
+        memcpy(out + o, dig, nd);
+        o += nd;
+        for (k = nd; k < (size_t)dp; k++)
+            out[o++] = '0';
+    } else {
+        memcpy(out + o, dig, (size_t)dp);
+        o += (size_t)dp;
+        out[o++] = '.';
+        memcpy(out + o, dig + dp, nd - (size_t)dp);
+        o += nd - (size_t)dp;
+    }
+    out[o] = '\0';
+    return o;
+}
+
+size_t ps_fmt_om_float(double v, char *out)
+{
+    size_t n;
+
+    /* Prometheus's FormatOpenMetricsFloat: Go's 'g' formatting, plus ".0"
+     * when the result has neither '.' nor 'e' ("1" -> "1.0"). */
+    if (v == 0)
+        return (size_t)sprintf(out, "0.0");
+    n = ps_fmt_go_float(v, out);
+    if (isfinite(v) && strpbrk(out, ".e") == NULL) {
+        memcpy(out + n, ".0", 3);
+        n += 2;
+    }
+    return n;
 }

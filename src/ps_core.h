@@ -90,4 +90,15 @@ int ps_name_legacy_label(const char *s, size_t n);
 /* UTF-8 scheme (Prometheus 3.x default): non-empty valid UTF-8. */
 int ps_name_utf8(const char *s, size_t n);
 
+/*
+ * Number formatting as Go does it. ps_fmt_go_float writes
+ * strconv.FormatFloat(v, 'g', -1, 64) the way expfmt writes sample values
+ * ("+Inf", "-Inf", "NaN", "1e+06", "0.1"); ps_fmt_om_float writes
+ * Prometheus's FormatOpenMetricsFloat ("1.0", "0.0", "0.25", "1e-05"). out
+ * needs PS_FLOAT_FMT_MAX bytes; both return the length, NUL-terminated.
+ */
+#define PS_FLOAT_FMT_MAX 32
+size_t ps_fmt_go_float(double v, char *out);
+size_t ps_fmt_om_float(double v, char *out);
+
 #endif

@@ -2260,6 +2260,8 @@ int ps_parse_next(struct ps_parser *p, enum ps_entry *entry,
         p->sv.name.p = p->mv.family.p = p->mv.text.p = NULL;
         rc = p->o.format == PS_FORMAT_OPENMETRICS ? next_om(p, entry)
                                                   : next_text(p, entry);
+        if (rc == PS_OK && *entry == PS_ENTRY_TYPE)
+            p->sv.mtype = p->mv.type;
         if (rc == PS_OK && *entry == PS_ENTRY_EOF) {
             if (p->st != NULL && (rc = family_end(p)) != PS_OK)
                 goto fail;
@@ -2278,6 +2280,57 @@ fail:
         memcpy(e->msg, p->msg, sizeof(e->msg));
     }
     return p->rc;
+}
+
+/* Whether s[0..n) parses with Go's strconv.ParseFloat, which strtod alone
+ * does not decide: strtod also takes leading blanks, "nan(...)" and hex
+ * mantissas without a 'p' exponent, which Go rejects. */
+static int go_parse_float(const char *s, size_t n, double *out)
+{
+    char tmp[128];
+    char *endp;
+    size_t i;
+    int hex = 0, pexp = 0;
+
+    if (n == 0 || n >= sizeof(tmp))
+        return 0;
+    for (i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '(' || ch == ' ' || ch == '\t' || ch == '\n' ||
+            ch == '\r' || ch == '\v' || ch == '\f' || ch == '\0')
+            return 0;
+        if (ch == 'x' || ch == 'X')
+            hex = 1;
+        if (ch == 'p' || ch == 'P')
+            pexp = 1;
+    }
+    if (hex && !pexp)
+        return 0;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    *out = strtod(tmp, &endp);
+    return endp == tmp + n;
+}
+
+int ps_parse_normalize_label(enum ps_mtype t, const struct ps_label_view *l,
+                             char *buf, struct ps_str *out)
+{
+    double v;
+    size_t n;
+
+    if (!((t == PS_MTYPE_HISTOGRAM && l->name.n == 2 &&
+           memcmp(l->name.p, "le", 2) == 0) ||
+          (t == PS_MTYPE_SUMMARY && l->name.n == 8 &&
+           memcmp(l->name.p, "quantile", 8) == 0)))
+        return 0;
+    if (!go_parse_float(l->value.p, l->value.n, &v))
+        return 0;
+    n = ps_fmt_om_float(v, buf);
+    if (n == l->value.n && memcmp(buf, l->value.p, n) == 0)
+        return 0;
+    out->p = buf;
+    out->n = n;
+    return 1;
 }
 
 const struct ps_series_view *ps_parse_series(const struct ps_parser *p)

@@ -79,6 +79,9 @@ struct ps_series_view {
     int64_t ts_ms; /* milliseconds (OpenMetrics seconds are converted) */
     int has_exemplar;
     struct ps_exemplar_view exemplar;
+    /* The type of the latest TYPE line, whatever family it named: what
+     * Prometheus's parsers use to decide le/quantile normalization. */
+    enum ps_mtype mtype;
 };
 
 /* Valid after PS_ENTRY_HELP, PS_ENTRY_TYPE or PS_ENTRY_UNIT. */
@@ -126,5 +129,18 @@ struct ps_str ps_parse_comment(const struct ps_parser *p);
 size_t ps_parse_lineno(const struct ps_parser *p); /* 1-based line */
 
 const char *ps_mtype_name(enum ps_mtype t); /* "counter", ... */
+
+/*
+ * Prometheus 3.x ingests the `le` label of histograms and the `quantile`
+ * label of summaries in canonical OpenMetrics float form ("1" -> "1.0",
+ * "0" -> "0.0", "1e-5" -> "1e-05"), the type being the latest TYPE line's.
+ * If label l under type t needs rewriting, writes the new value into buf
+ * (PS_FLOAT_FMT_MAX bytes), points *out at it and returns 1; otherwise
+ * returns 0 (values that do not parse as Go floats are kept as exposed).
+ * Costly next to parsing: call it when building a series' labels for the
+ * first time (a scrape cache miss), not per sample.
+ */
+int ps_parse_normalize_label(enum ps_mtype t, const struct ps_label_view *l,
+                             char *buf, struct ps_str *out);
 
 #endif

@@ -51,16 +51,23 @@ static void push_ts(lua_State *L, int64_t ms)
 #endif
 }
 
-/* Pushes a table of name -> value for labels l[0..n). */
-static void push_labels(lua_State *L, const struct ps_label_view *l, size_t n)
+/* Pushes a table of name -> value for labels l[0..n). Series labels (t is
+ * the latest TYPE) get le/quantile normalized as Prometheus ingests them;
+ * exemplar labels (t = PS_MTYPE_UNKNOWN) are left as exposed. */
+static void push_labels(lua_State *L, const struct ps_label_view *l, size_t n,
+                        enum ps_mtype t)
 {
+    char num[PS_FLOAT_FMT_MAX];
+    struct ps_str v;
     size_t i;
 
     lua_createtable(L, 0, (int)(n > 64 ? 64 : n)); /* labels */
     for (i = 0; i < n; i++) {
-        push_str(L, l[i].name);  /* labels name */
-        push_str(L, l[i].value); /* labels name value */
-        lua_rawset(L, -3);       /* labels */
+        push_str(L, l[i].name); /* labels name */
+        if (!ps_parse_normalize_label(t, &l[i], num, &v))
+            v = l[i].value;
+        push_str(L, v);         /* labels name value */
+        lua_rawset(L, -3);      /* labels */
     }
 }
 
@@ -70,7 +77,7 @@ static void push_series(lua_State *L, const struct ps_series_view *v)
     lua_createtable(L, 0, 5);              /* s */
     push_str(L, v->name);                  /* s name */
     lua_setfield(L, -2, "name");           /* s */
-    push_labels(L, v->labels, v->nlabels); /* s labels */
+    push_labels(L, v->labels, v->nlabels, v->mtype); /* s labels */
     lua_setfield(L, -2, "labels");         /* s */
     lua_pushnumber(L, v->value);           /* s value */
     lua_setfield(L, -2, "value");          /* s */
@@ -81,7 +88,7 @@ static void push_series(lua_State *L, const struct ps_series_view *v)
     if (v->has_exemplar) {
         const struct ps_exemplar_view *x = &v->exemplar;
         lua_createtable(L, 0, 3);              /* s x */
-        push_labels(L, x->labels, x->nlabels); /* s x labels */
+        push_labels(L, x->labels, x->nlabels, PS_MTYPE_UNKNOWN); /* s x labels */
         lua_setfield(L, -2, "labels");         /* s x */
         lua_pushnumber(L, x->value);           /* s x value */
         lua_setfield(L, -2, "value");          /* s x */
