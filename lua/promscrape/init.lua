@@ -22,4 +22,9 @@ M.relabel_rules = relabel.relabel_rules
 --- prometheus.yml: `promscrape.config.load(path)`, `.parse(yaml_text)`.
 M.config = require "promscrape.config"
 
+--- The scrape engine: `promscrape.manager{ appender = app }` -> Manager, and
+-- `promscrape.memory()` -> MemoryStore. See lua/promscrape/manager.lua.
+M.manager = require("promscrape.manager").new
+M.memory = core.memory
+
 return M

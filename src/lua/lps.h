@@ -10,5 +10,7 @@
 
 void lps_parse_register(lua_State *L);   /* parse, parse_format_of */
 void lps_relabel_register(lua_State *L); /* relabel_rules, ... */
+void lps_store_register(lua_State *L);   /* memory */
+void lps_manager_register(lua_State *L); /* manager_new, manager_methods */
 
 #endif

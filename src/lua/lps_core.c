@@ -17,5 +17,7 @@ int luaopen_promscrape_core(lua_State *L)
     lua_setfield(L, -2, "_VERSION");       /* core */
     lps_parse_register(L);
     lps_relabel_register(L);
+    lps_store_register(L);
+    lps_manager_register(L);
     return 1;
 }

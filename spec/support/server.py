@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""spec/support/server.py: scrape targets for the busted specs.
+
+Python 3 standard library only. Listens on 127.0.0.1 only, and exits by
+itself after --lifetime seconds (default 600), so a crashed test run leaves
+nothing behind for long.
+
+    server.py [--port N] [--tls-port N --cert F --key F] [--lifetime S]
+              [--ready FILE]
+
+Port 0 (the default) lets the kernel choose. Once listening, the server
+writes "PORT <n> TLSPORT <m> PID <p>" (m = 0 without TLS) as one line to --ready (or
+stdout), then serves until killed or until its lifetime ends.
+
+Paths (query strings select variants; every response is HTTP/1.1):
+  /metrics            text 0.0.4, a few families with HELP/TYPE
+  /om                 OpenMetrics 1.0.0 with exemplars and # EOF
+  /gzip               /metrics gzip-encoded (always, whatever Accept-Encoding)
+  /badgzip            Content-Encoding: gzip, but the body is not gzip
+  /slow?delay=S       headers and half a body, then S seconds (default 5)
+  /reset              Content-Length 100000, some bytes, then a TCP RST
+  /big?bytes=N        N bytes (default 200000) of valid text exposition
+  /many?n=N           N series big_series{i="0".."N-1"}
+  /labels             series whose labels clash with target labels
+  /timestamps         samples with explicit (old) timestamps
+  /changing           series set alternates per request: odd requests
+                      expose a and b, even requests only a (staleness)
+  /status/CODE        that status code with a text body
+  /redirect           301 to /metrics
+  /basic              basic auth user "alice" password "s3cret", else 401
+  /bearer             Authorization: Bearer tok3n, else 401
+  /garbage            binary garbage as text/plain
+  /wrongtype          a JSON body as application/json
+  /headers            the request headers as series
+                      request_header{name="<lowercase>",value="<value>"} 1
+  /hits?path=P        how many times P (path with query) was requested;
+                      not counted itself
+"""
+
+import argparse
+import gzip
+import os
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+TEXT_CT = "text/plain; version=0.0.4; charset=utf-8"
+OM_CT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+METRICS = b"""# HELP http_requests_total The total number of HTTP requests.
+# TYPE http_requests_total counter
+http_requests_total{method="post",code="200"} 1027
+http_requests_total{method="post",code="400"} 3
+# HELP temperature_celsius Current temperature.
+# TYPE temperature_celsius gauge
+temperature_celsius 21.5
+# TYPE rpc_duration_seconds summary
+rpc_duration_seconds{quantile="0.5"} 0.05
+rpc_duration_seconds_sum 17.5
+rpc_duration_seconds_count 350
+"""
+
+OM = b"""# TYPE foo counter
+# HELP foo A counter with an exemplar.
+foo_total 17.0 # {trace_id="KOO5S4vxi0o"} 0.67 1520879607.789
+foo_created 1520872607.123
+# TYPE bar_seconds gauge
+# UNIT bar_seconds seconds
+bar_seconds 3.5
+# EOF
+"""
+
+LABELS = b"""# TYPE clash gauge
+clash{job="exposed_job",instance="exposed_instance",own="x"} 1
+noclash{own="y"} 2
+"""
+
+TIMESTAMPS = b"""# TYPE with_ts gauge
+with_ts 7 1000000000000
+without_ts 8
+"""
+
+LOCK = threading.Lock()
+HITS = {}
+
+
+def hit(key):
+    with LOCK:
+        HITS[key] = HITS.get(key, 0) + 1
+        return HITS[key]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "promscrape-spec/1"
+
+    def log_message(self, fmt, *args):  # quiet: the specs read no logs
+        pass
+
+    def send(self, code, body, ctype=TEXT_CT, headers=None):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: C901 (one dispatch table, kept flat)
+        u = urlsplit(self.path)
+        q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+        path = u.path
+        if path != "/hits":
+            hit(self.path)
+        if path == "/hits":
+            self.send(200, str(HITS.get(q.get("path", ""), 0)).encode())
+        elif path == "/metrics":
+            self.send(200, METRICS)
+        elif path == "/om":
+            self.send(200, OM, OM_CT)
+        elif path == "/gzip":
+            self.send(200, gzip.compress(METRICS), TEXT_CT,
+                      {"Content-Encoding": "gzip"})
+        elif path == "/badgzip":
+            self.send(200, b"this is certainly not gzip data" * 4, TEXT_CT,
+                      {"Content-Encoding": "gzip"})
+        elif path == "/slow":
+            delay = min(float(q.get("delay", "5")), 30.0)
+            self.send_response(200)
+            self.send_header("Content-Type", TEXT_CT)
+            self.send_header("Content-Length", str(len(METRICS)))
+            self.end_headers()
+            self.wfile.write(METRICS[: len(METRICS) // 2])
+            self.wfile.flush()
+            time.sleep(delay)
+            try:
+                self.wfile.write(METRICS[len(METRICS) // 2:])
+            except OSError:
+                pass
+        elif path == "/reset":
+            self.send_response(200)
+            self.send_header("Content-Type", TEXT_CT)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(METRICS)
+            self.wfile.flush()
+            # SO_LINGER with a zero timeout: close() sends RST, not FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+        elif path == "/big":
+            n = int(q.get("bytes", "200000"))
+            line = b"big_body_series 1\n"
+            pad = b"# " + b"x" * 78 + b"\n"
+            body = line + pad * (max(n - len(line), 0) // len(pad) + 1)
+            self.send(200, body[:n] if n > len(line) else line)
+        elif path == "/many":
+            n = int(q.get("n", "10"))
+            body = b"".join(b'big_series{i="%d"} %d\n' % (i, i)
+                            for i in range(n))
+            self.send(200, body)
+        elif path == "/labels":
+            self.send(200, LABELS)
+        elif path == "/timestamps":
+            self.send(200, TIMESTAMPS)
+        elif path == "/changing":
+            n = hit("changing:" + self.path)
+            body = b"changing_a 1\n"
+            if n % 2 == 1:
+                body += b"changing_b 2\n"
+            self.send(200, body)
+        elif path.startswith("/status/"):
+            code = int(path[len("/status/"):])
+            self.send(code, b"status %d\n" % code)
+        elif path == "/redirect":
+            self.send(301, b"", TEXT_CT, {"Location": "/metrics"})
+        elif path == "/basic":
+            import base64
+            want = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+            if self.headers.get("Authorization") == want:
+                self.send(200, b"basic_ok 1\n")
+            else:
+                self.send(401, b"unauthorized\n", TEXT_CT,
+                          {"WWW-Authenticate": 'Basic realm="spec"'})
+        elif path == "/bearer":
+            if self.headers.get("Authorization") == "Bearer tok3n":
+                self.send(200, b"bearer_ok 1\n")
+            else:
+                self.send(401, b"unauthorized\n")
+        elif path == "/garbage":
+            self.send(200, bytes((i * 37 + 11) % 256 for i in range(2048)))
+        elif path == "/wrongtype":
+            self.send(200, b'{"metrics": [1, 2, 3]}', "application/json")
+        elif path == "/headers":
+            lines = []
+            for k, v in self.headers.items():
+                v = v.replace("\\", "\\\\").replace('"', '\\"')
+                lines.append('request_header{name="%s",value="%s"} 1\n'
+                             % (k.lower(), v))
+            self.send(200, "".join(lines).encode())
+        else:
+            self.send(404, b"not found\n")
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--tls-port", type=int, default=None)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    ap.add_argument("--lifetime", type=float, default=600.0)
+    ap.add_argument("--ready")
+    a = ap.parse_args()
+
+    servers = [Server(("127.0.0.1", a.port), Handler)]
+    tls_port = 0
+    if a.cert:
+        tls = Server(("127.0.0.1", a.tls_port or 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.cert, a.key)
+        tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
+        servers.append(tls)
+        tls_port = tls.server_address[1]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+
+    line = "PORT %d TLSPORT %d PID %d\n" % (servers[0].server_address[1],
+                                          tls_port, os.getpid())
+    if a.ready:
+        tmp = a.ready + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(line)
+        os.rename(tmp, a.ready)  # readers never see half a line
+    else:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    time.sleep(a.lifetime)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
