@@ -16,7 +16,7 @@ LUA_PC ?= $(shell for p in lua5.4 lua-5.4 lua54 lua; do \
 LUA_CFLAGS := $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
 DEP_PC := libpcre2-8 libcurl libxxhash
 DEP_CFLAGS := $(shell pkg-config --cflags $(DEP_PC) 2>/dev/null)
-DEP_LIBS := $(shell pkg-config --libs $(DEP_PC) 2>/dev/null) -lm -pthread
+DEP_LIBS := $(shell pkg-config --libs $(DEP_PC) 2>/dev/null) -lsnappy -lm -pthread
 
 WARN := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wvla -Wformat=2

@@ -24,6 +24,7 @@ external_dependencies = {
    CURL = { library = "curl" },
    PCRE2 = { library = "pcre2-8" },
    XXHASH = { library = "xxhash" },
+   SNAPPY = { library = "snappy" },
 }
 build = {
    type = "builtin",
@@ -31,6 +32,7 @@ build = {
       ["promscrape.core"] = {
          sources = {
             "src/ps_appender_batch.c",
+            "src/ps_appender_fanout.c",
             "src/ps_appender_mem.c",
             "src/ps_buf.c",
             "src/ps_cache.c",
@@ -43,8 +45,10 @@ build = {
             "src/ps_manager.c",
             "src/ps_md5.c",
             "src/ps_parse.c",
+            "src/ps_pb.c",
             "src/ps_pool.c",
             "src/ps_relabel.c",
+            "src/ps_remote_write.c",
             "src/ps_target.c",
             "src/ps_timer.c",
             "src/lua/lps_core.c",
@@ -55,8 +59,8 @@ build = {
          },
          defines = { "_POSIX_C_SOURCE=200809L" },
          incdirs = { "src", "src/lua" },
-         libraries = { "pcre2-8", "curl", "xxhash", "m", "pthread" },
-         libdirs = { "$(CURL_LIBDIR)", "$(PCRE2_LIBDIR)", "$(XXHASH_LIBDIR)" },
+         libraries = { "pcre2-8", "curl", "xxhash", "snappy", "m", "pthread" },
+         libdirs = { "$(CURL_LIBDIR)", "$(PCRE2_LIBDIR)", "$(XXHASH_LIBDIR)", "$(SNAPPY_LIBDIR)" },
       },
       ["promscrape.cli.relabel"] = "lua/promscrape/cli/relabel.lua",
       ["promscrape.cli.scrape"] = "lua/promscrape/cli/scrape.lua",

@@ -17,6 +17,9 @@
 #define MAX_REDIRECTS 10L
 #define MAX_SECRETS 4
 
+/* 1 if libcurl refused the option (out of memory or a missing feature) */
+#define SETOPT(c, opt, val) (curl_easy_setopt((c), (opt), (val)) != CURLE_OK)
+
 struct ps_http {
     CURLM *multi;             /* owned: connection and DNS caches */
     struct ps_http_req *reqs; /* every live request (not owned) */
@@ -38,6 +41,7 @@ struct ps_http_req {
     size_t len, cap, last_size;
     size_t discarded; /* body bytes of a non-200 response */
     int busy, over_limit, oom, bad_status;
+    int post; /* opts.post: POST mode, any 2xx is success */
     uint64_t start_ns;
     ps_http_done_fn done;
     void *ud;
@@ -51,6 +55,12 @@ static uint64_t now_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* 1 when status is a success: 200 for scrapes, any 2xx for POSTs. */
+static int ok_status(const struct ps_http_req *r, long code)
+{
+    return r->post ? code >= 200 && code < 300 : code == 200;
 }
 
 /* ---- process-wide init --------------------------------------------------- */
@@ -291,9 +301,14 @@ static int classify(struct ps_http_req *r, CURLcode cc, long status,
         set_msg(r, "body size limit of %zu bytes exceeded", r->limit);
         return PS_ELIMIT;
     }
-    if (r->bad_status || (cc == CURLE_OK && status != 200)) {
-        set_msg(r, "server returned HTTP status %ld%s%s", status,
-                status_text(status)[0] ? " " : "", status_text(status));
+    if (r->bad_status || (cc == CURLE_OK && !ok_status(r, status))) {
+        size_t k = 0;
+        if (r->post) /* quote the first line of the server's reason */
+            while (k < r->len && r->buf[k] != '\n' && r->buf[k] != '\r')
+                k++;
+        set_msg(r, "server returned HTTP status %ld%s%s%s%.*s", status,
+                status_text(status)[0] ? " " : "", status_text(status),
+                k ? ": " : "", (int)k, k ? r->buf : "");
         return PS_EIO;
     }
     if (cc == CURLE_OK)
@@ -405,7 +420,18 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
      * drained (so the connection can be reused) up to the limit, then the
      * transfer is aborted and reported by its status. */
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (code != 200) {
+    if (!ok_status(r, code)) {
+        /* A POST keeps the start of the error body: the server's reason. */
+        if (r->post && r->len < PS_HTTP_ERRBODY_MAX) {
+            size_t k = PS_HTTP_ERRBODY_MAX - r->len;
+            if (k > n)
+                k = n;
+            if (reserve_body(r, r->len + k + 1) == PS_OK) {
+                memcpy(r->buf + r->len, p, k);
+                r->len += k;
+                r->buf[r->len] = '\0';
+            }
+        }
         r->discarded += n;
         if (r->limit != 0 && r->discarded > r->limit) {
             r->bad_status = 1;
@@ -429,16 +455,13 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-int ps_http_start(struct ps_http_req *r, ps_http_done_fn done, void *ud,
-                  struct ps_err *e)
+/* The part of a start shared by GET and POST. */
+static int start(struct ps_http_req *r, ps_http_done_fn done, void *ud,
+                 struct ps_err *e)
 {
     size_t want = r->last_size + 1;
     CURLMcode mc;
 
-    if (r->h == NULL)
-        return ps_err_set(e, PS_ESTATE, "http: client was freed");
-    if (r->busy)
-        return ps_err_set(e, PS_ESTATE, "http: request already in flight");
     if (r->limit != 0 && want > r->limit + 1)
         want = r->limit + 1;
     if (reserve_body(r, want) != PS_OK) /* pre-size to the last body */
@@ -461,6 +484,42 @@ int ps_http_start(struct ps_http_req *r, ps_http_done_fn done, void *ud,
     return PS_OK;
 }
 
+/* PS_OK if r may start now, in the given mode. */
+static int check_startable(const struct ps_http_req *r, int post,
+                           struct ps_err *e)
+{
+    if (r->h == NULL)
+        return ps_err_set(e, PS_ESTATE, "http: client was freed");
+    if (r->busy)
+        return ps_err_set(e, PS_ESTATE, "http: request already in flight");
+    if (r->post != post)
+        return ps_err_set(e, PS_ESTATE, "http: %s started on a %s request",
+                          post ? "POST" : "GET", r->post ? "POST" : "GET");
+    return PS_OK;
+}
+
+int ps_http_start(struct ps_http_req *r, ps_http_done_fn done, void *ud,
+                  struct ps_err *e)
+{
+    int rc = check_startable(r, 0, e);
+
+    return rc != PS_OK ? rc : start(r, done, ud, e);
+}
+
+int ps_http_start_post(struct ps_http_req *r, const void *body, size_t len,
+                       ps_http_done_fn done, void *ud, struct ps_err *e)
+{
+    int rc = check_startable(r, 1, e);
+
+    if (rc != PS_OK)
+        return rc;
+    /* size first, so curl never strlen()s the (binary) body */
+    if (SETOPT(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len) ||
+        SETOPT(r->easy, CURLOPT_POSTFIELDS, len ? body : ""))
+        return ps_err_set(e, PS_EIO, "http: libcurl rejected the POST body");
+    return start(r, done, ud, e);
+}
+
 void ps_http_cancel(struct ps_http_req *r)
 {
     if (r != NULL)
@@ -480,8 +539,12 @@ static void finish(struct ps_http_req *r, CURLcode cc)
     long status = 0;
     char *ctype = NULL;
     int timed_out = 0;
+    curl_off_t retry_after = 0;
 
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (curl_easy_getinfo(r->easy, CURLINFO_RETRY_AFTER, &retry_after) !=
+        CURLE_OK)
+        retry_after = 0;
     curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ctype);
     stop_transfer(r);
     memset(&res, 0, sizeof(res));
@@ -494,6 +557,7 @@ static void finish(struct ps_http_req *r, CURLcode cc)
     res.duration_ns = now_ns() - r->start_ns;
     res.timed_out = timed_out;
     res.error = r->msg;
+    res.retry_after_s = retry_after > 0 ? (int64_t)retry_after : 0;
     r->last_size = r->len;
     if (r->done != NULL)
         r->done(r, &res, r->ud);
@@ -710,9 +774,6 @@ static int tls_version(const char *v, long *out)
     return PS_OK;
 }
 
-/* 1 if libcurl refused the option (out of memory or a missing feature) */
-#define SETOPT(c, opt, val) (curl_easy_setopt((c), (opt), (val)) != CURLE_OK)
-
 /* All the options; a failing setopt means libcurl lacks a feature or memory. */
 static int configure(struct ps_http_req *r, const struct ps_http_req_opts *o,
                      struct ps_err *e)
@@ -764,7 +825,9 @@ static int configure(struct ps_http_req *r, const struct ps_http_req_opts *o,
     if (o->disable_compression &&
         (rc = add_header(r, "Accept-Encoding: identity")))
         goto oom;
-    if (o->timeout_ms > 0) {
+    if (o->post && (rc = add_header(r, "Expect:"))) /* no 100-continue */
+        goto oom;
+    if (o->timeout_ms > 0 && !o->post) {
         char secs[32];
         fmt_duration(secs, sizeof(secs), o->timeout_ms, 0);
         if ((rc = add_header(r, "X-Prometheus-Scrape-Timeout-Seconds: %s",
@@ -782,6 +845,9 @@ static int configure(struct ps_http_req *r, const struct ps_http_req_opts *o,
 
     r->timeout_ms = o->timeout_ms;
     r->limit = o->body_size_limit;
+    r->post = o->post != 0;
+    if (r->post)
+        fail |= SETOPT(c, CURLOPT_POST, 1L);
     fail |= SETOPT(c, CURLOPT_PRIVATE, (void *)r);
     fail |= SETOPT(c, CURLOPT_URL, url ? url : o->url);
     curl_free(url); /* curl copied it */

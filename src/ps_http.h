@@ -1,5 +1,6 @@
 /*
- * ps_http: non-blocking HTTP GET for scrapes, on one libcurl multi handle.
+ * ps_http: non-blocking HTTP GET for scrapes (and POST for remote write,
+ * see opts.post), on one libcurl multi handle.
  * See docs/http.md. This is the only module that includes <curl/curl.h>.
  *
  * - struct ps_http owns the multi handle, hence the connection cache and
@@ -91,7 +92,20 @@ struct ps_http_req_opts {
     const char *proxy_url;
     int disable_follow_redirects;
     int disable_http2; /* HTTP/1.1 only */
+    /*
+     * A POST request (remote write) instead of a scrape GET. It is started
+     * with ps_http_start_post() (ps_http_start() on it is PS_ESTATE, and
+     * ps_http_start_post() on a GET request too). It also changes what the
+     * scrape-specific defaults do: no X-Prometheus-Scrape-Timeout-Seconds
+     * header, no "Expect: 100-continue" round trip, any 2xx status is
+     * success, and up to PS_HTTP_ERRBODY_MAX bytes of a non-2xx body are
+     * kept (in the result's body) and quoted in the error message, since a
+     * remote-write server explains its rejections there.
+     */
+    int post;
 };
+
+#define PS_HTTP_ERRBODY_MAX 1024
 
 /* Creates a request on h. PS_OK, PS_EINVAL (bad options: message says
  * which, without secrets), PS_ENOTSUP, PS_ENOMEM; *out only on success. */
@@ -117,9 +131,11 @@ struct ps_http_result {
     const char *content_type; /* "" if none */
     const char *body;         /* never NULL; NUL-terminated for convenience */
     size_t body_len;
-    uint64_t duration_ns; /* from ps_http_start() to completion */
-    int timed_out;        /* 1 when the timeout ended the transfer */
-    const char *error;    /* "" on success, else a human message */
+    uint64_t duration_ns;  /* from ps_http_start() to completion */
+    int timed_out;         /* 1 when the timeout ended the transfer */
+    const char *error;     /* "" on success, else a human message */
+    int64_t retry_after_s; /* the answer's Retry-After in seconds (an
+                            * HTTP date is converted), 0 when absent */
 };
 
 /* Runs on the loop thread, inside ps_http_perform(). It may restart this
@@ -132,6 +148,12 @@ typedef void (*ps_http_done_fn)(struct ps_http_req *r,
  * On failure no callback will run. */
 int ps_http_start(struct ps_http_req *r, ps_http_done_fn done, void *ud,
                   struct ps_err *e);
+/* Starts a POST of body[0..len) on a request made with opts.post = 1.
+ * body is borrowed: it must stay valid and unchanged until the completion
+ * callback runs or the transfer is cancelled or freed. Failures as
+ * ps_http_start(), plus PS_ESTATE on a GET request. */
+int ps_http_start_post(struct ps_http_req *r, const void *body, size_t len,
+                       ps_http_done_fn done, void *ud, struct ps_err *e);
 /* Aborts the transfer if in flight, without a callback; else a no-op. */
 void ps_http_cancel(struct ps_http_req *r);
 int ps_http_busy(const struct ps_http_req *r); /* 1 while in flight */
