@@ -1,0 +1,21 @@
+-- spec/support/helper.lua: loaded by busted before any spec (see .busted).
+--
+-- The ASan stage runs lua5.4 with libasan in LD_PRELOAD. Every program a
+-- spec starts (prometheus, curl, python, openssl, nginx, our own CLI) would
+-- inherit it, and Go binaries and curl hang or abort with libasan preloaded.
+-- So shell commands run by specs drop LD_PRELOAD; the Lua process under test
+-- keeps it. This is the one place that knows about it.
+local preload = os.getenv("LD_PRELOAD")
+if preload and preload ~= "" then
+    local execute, popen = os.execute, io.popen
+    local function clean(cmd)
+        return "env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "'"
+    end
+    os.execute = function(cmd, ...)
+        if cmd == nil then return execute() end
+        return execute(clean(cmd), ...)
+    end
+    io.popen = function(cmd, ...)
+        return popen(clean(cmd), ...)
+    end
+end
