@@ -90,6 +90,13 @@ static uint64_t touch_entry(struct ps_parser *p, enum ps_entry ent,
             fail("raw series view outside the input", line);
         h += touch(s->name) + touch(s->raw);
         h += touch_labels(s->labels, s->nlabels);
+        /* The le/quantile rewrite runs on label views of any shape. */
+        for (size_t i = 0; i < s->nlabels; i++) {
+            char num[PS_FLOAT_FMT_MAX];
+            struct ps_str v;
+            if (ps_parse_normalize_label(s->mtype, &s->labels[i], num, &v))
+                h += (unsigned char)v.p[v.n - 1];
+        }
         h += touch_double(s->value);
         if (s->has_ts)
             h += (uint64_t)s->ts_ms;
