@@ -277,7 +277,11 @@ static int mem_append(struct ps_appender *a, uint64_t ref,
         double lv = pend ? m->pv : m->v;
 
         if (t_ms < lt || (t_ms == lt && !same_bits(v, lv))) {
+            /* st is read by ps_appender_mem_stats from other threads:
+             * count under the store mutex (a rare path). */
+            pthread_mutex_lock(&s->mu);
             s->st.rejected++;
+            pthread_mutex_unlock(&s->mu);
             *ref_out = make_ref(s, i); /* the ref is good even so */
             return t_ms < lt ? PS_APPEND_OUT_OF_ORDER : PS_APPEND_DUPLICATE;
         }

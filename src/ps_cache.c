@@ -79,6 +79,7 @@ static int lset_eq(const void *key, uint64_t val, void *ud)
 void ps_cache_init(struct ps_cache *c)
 {
     memset(c, 0, sizeof(*c));
+    c->miss_pos = SIZE_MAX;
     ps_hmap_init(&c->series);
     ps_hmap_init(&c->dropped);
     ps_hmap_init(&c->cur);
@@ -125,24 +126,80 @@ void ps_cache_cleanup(struct ps_cache *c)
     ps_hmap_cleanup(&c->series);
     ps_hmap_cleanup(&c->dropped);
     ps_hmap_cleanup(&c->meta);
+    ps_free(c->order);
+    ps_free(c->order_next);
     ps_cache_init(c);
 }
 
-/* The per-sample path on a hit: one hash, one probe, one memcmp, no
- * allocation. */
+/* The per-sample path on a hit. First the entry the previous scrape
+ * found at this position (targets expose their series in a stable order):
+ * one length check and one memcmp, no hashing. Else one hash, one probe
+ * (the slot's full hash is compared before the key), one memcmp. The
+ * result is recorded for the next scrape, within the recorded array's
+ * capacity (grown by ps_cache_add only): no allocation. */
 struct ps_cache_entry *ps_cache_get(struct ps_cache *c, struct ps_str raw,
                                     int *already)
 {
-    uint64_t *v = ps_hmap_find(&c->series, key_hash(raw), series_eq, &raw,
-                               NULL);
-    struct ps_cache_entry *e;
+    size_t pos = c->pos++;
+    struct ps_cache_entry *e = NULL;
 
-    if (v == NULL)
+    if (pos < c->order_n)
+        e = c->order[pos];
+    if (e == NULL || e->key_len != raw.n ||
+        (raw.n > 0 && memcmp(e->key, raw.p, raw.n) != 0)) {
+        uint64_t *v =
+            ps_hmap_find(&c->series, key_hash(raw), series_eq, &raw, NULL);
+        e = v != NULL ? (void *)(uintptr_t)*v : NULL;
+    }
+    if (pos < c->order_next_cap) {
+        c->order_next[pos] = e;
+        c->order_next_n = pos + 1;
+    }
+    if (e == NULL) {
+        c->miss_pos = pos;
+        c->miss_p = raw.p;
+        c->miss_n = raw.n;
         return NULL;
-    e = (void *)(uintptr_t)*v;
+    }
     *already = e->last_iter == c->iter;
     e->last_iter = c->iter;
     return e;
+}
+
+/* Records e at the position of the miss it fills (the ps_cache_add right
+ * after a ps_cache_get of the same raw bytes), growing order_next if
+ * needed. Best effort: on ENOMEM the position is just not recorded. */
+static void order_record(struct ps_cache *c, struct ps_str raw,
+                         struct ps_cache_entry *e)
+{
+    size_t pos = c->miss_pos, i;
+
+    c->miss_pos = SIZE_MAX;
+    if (pos == SIZE_MAX || raw.p != c->miss_p || raw.n != c->miss_n)
+        return;
+    if (pos >= c->order_next_cap) {
+        size_t cap = c->order_next_cap ? c->order_next_cap * 2 : 64;
+        struct ps_cache_entry **a;
+        while (cap <= pos)
+            cap *= 2;
+        a = ps_realloc(c->order_next, cap * sizeof(*a));
+        if (a == NULL)
+            return;
+        c->order_next = a;
+        c->order_next_cap = cap;
+        /* The other buffer (recorded into by the next scrape) too, so
+         * that a scrape of only hits can record all of them. */
+        a = ps_realloc(c->order, cap * sizeof(*a));
+        if (a != NULL) {
+            c->order = a;
+            c->order_cap = cap;
+        }
+    }
+    for (i = c->order_next_n; i < pos; i++)
+        c->order_next[i] = NULL; /* gets past the old capacity */
+    c->order_next[pos] = e;
+    if (c->order_next_n <= pos)
+        c->order_next_n = pos + 1;
 }
 
 int ps_cache_get_dropped(struct ps_cache *c, struct ps_str raw)
@@ -185,7 +242,8 @@ int ps_cache_add_dropped(struct ps_cache *c, struct ps_str raw)
     return PS_OK;
 }
 
-/* Builds one block: entry, label array, key, strings. NULL on ENOMEM. */
+/* Builds one block: entry, key (next to the fields a hit reads), label
+ * array (aligned), strings. NULL on ENOMEM. */
 static struct ps_cache_entry *entry_new(struct ps_str raw,
                                         const struct ps_labels *lset)
 {
@@ -195,21 +253,23 @@ static struct ps_cache_entry *entry_new(struct ps_str raw,
 
     for (i = 0; i < lset->n; i++)
         strs += lset->v[i].name_len + lset->v[i].value_len + 2;
-    off = sizeof(*e) + lset->n * sizeof(struct ps_label);
-    e = ps_malloc(off + raw.n + 1 + strs);
+    off = sizeof(*e) + raw.n + 1;
+    off = (off + _Alignof(struct ps_label) - 1) &
+          ~(size_t)(_Alignof(struct ps_label) - 1);
+    e = ps_malloc(off + lset->n * sizeof(struct ps_label) + strs);
     if (e == NULL)
         return NULL;
     memset(e, 0, sizeof(*e));
-    e->lset.v = (struct ps_label *)(void *)(e + 1);
-    e->lset.n = e->lset.cap = lset->n;
-    ps_strstore_init(&e->lset.store);
-    p = (char *)e + off;
+    p = (char *)(e + 1);
     if (raw.n > 0)
         memcpy(p, raw.p, raw.n);
     p[raw.n] = '\0';
     e->key = p;
     e->key_len = raw.n;
-    p += raw.n + 1;
+    e->lset.v = (struct ps_label *)(void *)((char *)e + off);
+    e->lset.n = e->lset.cap = lset->n;
+    ps_strstore_init(&e->lset.store);
+    p = (char *)(e->lset.v + lset->n);
     for (i = 0; i < lset->n; i++) {
         const struct ps_label *l = &lset->v[i];
         struct ps_label *d = &e->lset.v[i];
@@ -256,6 +316,7 @@ int ps_cache_add(struct ps_cache *c, struct ps_str raw, uint64_t ref,
         old->last_iter = c->iter;
         e = old;
     }
+    order_record(c, raw, e);
     if (out != NULL)
         *out = e;
     return PS_OK;
@@ -280,6 +341,20 @@ int ps_cache_track(struct ps_cache *c, struct ps_cache_entry *ent)
     return PS_OK;
 }
 
+/* See ps_cache.h. prev is cleared by the next iter_done's swap before
+ * any eviction, so the entry cannot dangle there. */
+int ps_cache_track_prev(struct ps_cache *c, struct ps_cache_entry *ent)
+{
+    uint64_t *vp;
+    int found;
+
+    if (ps_hmap_upsert(&c->prev, ent->hash, lset_eq, &ent->lset, NULL,
+                       (uint64_t)(uintptr_t)ent, &vp, &found) != PS_OK)
+        return PS_ENOMEM;
+    *vp = (uint64_t)(uintptr_t)ent;
+    return PS_OK;
+}
+
 /* See ps_cache.h. */
 void ps_cache_drop_current(struct ps_cache *c)
 {
@@ -293,9 +368,9 @@ void ps_cache_drop_current(struct ps_cache *c)
         ((struct ps_cache_entry *)(uintptr_t)v)->cur_iter = 0;
 }
 
-/* prev minus cur, by final labels. Never allocates. */
-int ps_cache_for_each_stale(struct ps_cache *c, ps_cache_stale_fn fn,
-                            void *ud)
+/* prev minus cur, by final labels: O(1) per series tracked again (its
+ * cur_iter stamp), a cur lookup for the others. Never allocates. */
+int ps_cache_for_each_stale(struct ps_cache *c, ps_cache_stale_fn fn, void *ud)
 {
     size_t it = 0;
     uint64_t h, v;
@@ -303,6 +378,11 @@ int ps_cache_for_each_stale(struct ps_cache *c, ps_cache_stale_fn fn,
     while (ps_hmap_next(&c->prev, &it, &h, &v)) {
         const struct ps_cache_entry *e = (const void *)(uintptr_t)v;
         int rc;
+        /* Tracked in this scrape itself (the steady state): its labels
+         * are in cur, no lookup nor label comparison needed. Otherwise
+         * another raw form may have the same final labels: look. */
+        if (e->cur_iter == c->iter + 1)
+            continue;
         if (ps_hmap_count(&c->cur) > 0 &&
             ps_hmap_find(&c->cur, e->hash, lset_eq, &e->lset, NULL) != NULL)
             continue;
@@ -339,6 +419,7 @@ static struct meta_ent *meta_get(struct ps_cache *c, struct ps_str family)
     m->m.type = PS_MTYPE_UNKNOWN;
     m->m.last_iter = c->iter;
     m->m.last_iter_change = c->iter;
+    c->meta_change = c->iter + 1;
     m->name_len = family.n;
     if (family.n > 0)
         memcpy(m->name, family.p, family.n);
@@ -363,13 +444,13 @@ static int meta_str(struct ps_cache *c, struct meta_ent *m, char **dst,
     ps_free(*dst);
     *dst = n;
     m->m.last_iter_change = c->iter;
+    c->meta_change = c->iter + 1;
     return PS_OK;
 }
 
 /* Metadata setters: create the family on first sight (PS_ENOMEM if that
  * fails), mark it seen, and record a change of value. */
-int ps_cache_set_type(struct ps_cache *c, struct ps_str family,
-                      enum ps_mtype t)
+int ps_cache_set_type(struct ps_cache *c, struct ps_str family, enum ps_mtype t)
 {
     struct meta_ent *m = meta_get(c, family);
 
@@ -378,6 +459,7 @@ int ps_cache_set_type(struct ps_cache *c, struct ps_str family,
     if (m->m.type != t) {
         m->m.type = t;
         m->m.last_iter_change = c->iter;
+        c->meta_change = c->iter + 1;
     }
     return PS_OK;
 }
@@ -451,6 +533,22 @@ static int evict_meta(uint64_t h, uint64_t v, void *ud)
     return 1;
 }
 
+/* The recorded order becomes the one to try; the old array is reused. */
+static void order_swap(struct ps_cache *c)
+{
+    struct ps_cache_entry **a = c->order;
+    size_t cap = c->order_cap;
+
+    c->order = c->order_next;
+    c->order_cap = c->order_next_cap;
+    c->order_n = c->order_next_n;
+    c->order_next = a;
+    c->order_next_cap = cap;
+    c->order_next_n = 0;
+    c->pos = 0;
+    c->miss_pos = SIZE_MAX;
+}
+
 /* See ps_cache.h; Prometheus's iterDone with the counter fix described
  * at the top of this file. */
 void ps_cache_iter_done(struct ps_cache *c, int flush)
@@ -473,6 +571,16 @@ void ps_cache_iter_done(struct ps_cache *c, int flush)
     c->prev = c->cur;
     c->cur = tmp;
     ps_hmap_clear(&c->cur);
+    if (flush) {
+        /* The recorded order must not keep what is about to be evicted
+         * (e.g. an entry whose last_iter the loop set back). */
+        size_t i;
+        for (i = 0; i < c->order_next_n; i++)
+            if (c->order_next[i] != NULL &&
+                c->order_next[i]->last_iter != c->iter)
+                c->order_next[i] = NULL;
+    }
+    order_swap(c);
     if (flush) {
         ps_hmap_remove_if(&c->series, evict_series, c);
         ps_hmap_remove_if(&c->dropped, evict_dropped, c);

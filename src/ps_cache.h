@@ -34,29 +34,43 @@
 #include <stdint.h>
 
 struct ps_cache_entry {
-    uint64_t ref;           /* appender ref; 0 until appended once */
-    struct ps_labels lset;  /* final labels, sorted; read-only: the array
-                             * and strings live in the entry's own block */
-    uint64_t hash;          /* ps_labels_hash(&lset) */
-    uint64_t last_iter;     /* iteration it was last seen */
-    uint64_t cur_iter;      /* private: iteration + 1 it was put in cur */
-    const char *key;        /* private: the raw series bytes (owned) */
+    /* the fields a hit reads first, together at the start */
+    const char *key; /* private: the raw series bytes (owned), right
+                      * after this struct in the entry's block */
     size_t key_len;
+    uint64_t last_iter;    /* iteration it was last seen */
+    uint64_t ref;          /* appender ref; 0 until appended once */
+    struct ps_labels lset; /* final labels, sorted; read-only: the array
+                            * and strings live in the entry's own block */
+    uint64_t hash;         /* ps_labels_hash(&lset) */
+    uint64_t cur_iter;     /* private: iteration + 1 it was put in cur */
 };
 
 struct ps_cache_meta {
     enum ps_mtype type;
-    char *help, *unit;      /* owned, "" when absent */
+    char *help, *unit; /* owned, "" when absent */
     uint64_t last_iter;
     uint64_t last_iter_change;
 };
 
 struct ps_cache {
-    struct ps_hmap series;  /* key hash -> struct ps_cache_entry * */
-    struct ps_hmap dropped; /* key hash -> private dropped entry */
+    struct ps_hmap series;    /* key hash -> struct ps_cache_entry * */
+    struct ps_hmap dropped;   /* key hash -> private dropped entry */
     struct ps_hmap cur, prev; /* labels hash -> struct ps_cache_entry * */
-    struct ps_hmap meta;    /* family hash -> private meta entry */
+    struct ps_hmap meta;      /* family hash -> private meta entry */
+    /* private: the entries looked up by the previous scrape, by position
+     * (the n-th ps_cache_get call), tried before hashing (Prometheus PR
+     * #19468); the current scrape's are recorded in order_next. Entries
+     * in order are alive: iter_done clears those it evicts. */
+    struct ps_cache_entry **order, **order_next;
+    size_t order_n, order_cap, order_next_n, order_next_cap;
+    size_t pos;         /* ps_cache_get calls in this scrape */
+    size_t miss_pos;    /* position of the last miss, or SIZE_MAX */
+    const char *miss_p; /* its raw bytes (compared by address) */
+    size_t miss_n;
     uint64_t iter;
+    uint64_t meta_change; /* private: iteration + 1 of the last metadata
+                           * creation or change, any family */
     size_t successful_count;
     uint64_t forced_flushes; /* for tests and reporting */
 };
@@ -94,13 +108,18 @@ int ps_cache_add(struct ps_cache *c, struct ps_str raw, uint64_t ref,
  * twice for one entry in one scrape is a no-op. */
 int ps_cache_track(struct ps_cache *c, struct ps_cache_entry *ent);
 
+/* Records that the entry's series was appended in the previous scrape
+ * (a series whose samples were held by a deferred function rule and
+ * installed between two scrapes), so the next scrape puts a stale marker
+ * if it is gone. PS_OK or PS_ENOMEM. */
+int ps_cache_track_prev(struct ps_cache *c, struct ps_cache_entry *ent);
+
 /* Calls fn for every series seen in the previous scrape and not in this
  * one, with its ref and final labels (borrowed). Stops early, returning
  * fn's value, when fn returns non-zero; else returns 0. */
 typedef int (*ps_cache_stale_fn)(uint64_t ref, const struct ps_labels *lset,
                                  void *ud);
-int ps_cache_for_each_stale(struct ps_cache *c, ps_cache_stale_fn fn,
-                            void *ud);
+int ps_cache_for_each_stale(struct ps_cache *c, ps_cache_stale_fn fn, void *ud);
 
 /* Forgets the series tracked in the current scrape, so that
  * ps_cache_for_each_stale() reports every series of the previous one: what
@@ -114,6 +133,14 @@ int ps_cache_set_help(struct ps_cache *c, struct ps_str family,
                       struct ps_str help);
 int ps_cache_set_unit(struct ps_cache *c, struct ps_str family,
                       struct ps_str unit);
+/* 1 if some family's metadata was created or changed in the current
+ * iteration (so no family has last_iter_change == iter otherwise): lets
+ * the loop skip per-sample metadata lookups in a steady scrape. */
+static inline int ps_cache_meta_changed(const struct ps_cache *c)
+{
+    return c->meta_change == c->iter + 1;
+}
+
 /* The metadata of a family, or NULL. */
 const struct ps_cache_meta *ps_cache_meta(const struct ps_cache *c,
                                           struct ps_str family);

@@ -317,6 +317,83 @@ static void test_torture(void)
     ok(n > 0 && bad == 0, "every allocation failure is PS_ENOMEM, no leak");
 }
 
+/* One scrape of raws[0..n) in that order, as the loop does: get, then
+ * add on a miss (same raw bytes), track. Returns the misses; ents[i] gets
+ * each entry. */
+static int scrape_seq(struct ps_cache *c, const char *const *raws, size_t n,
+                      struct ps_cache_entry **ents)
+{
+    int misses = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        struct ps_str raw = S(raws[i]);
+        int already = 0;
+        struct ps_cache_entry *e = ps_cache_get(c, raw, &already);
+        if (e == NULL) {
+            struct ps_labels ls;
+            misses++;
+            lset(&ls, "m", raws[i]);
+            if (ps_cache_add(c, raw, 100 + i, &ls, &e) != PS_OK)
+                e = NULL;
+            ps_labels_cleanup(&ls);
+        }
+        if (e != NULL)
+            ps_cache_track(c, e);
+        ents[i] = e;
+    }
+    return misses;
+}
+
+/* The scrape-order fast path: hits by position, reordering, a vanished
+ * series evicted under a recorded position, the metadata change flag. */
+static void test_scrape_order(void)
+{
+    static const char *const s1[] = {"m{a=\"0\"}", "m{a=\"1\"}", "m{a=\"2\"}",
+                                     "m{a=\"3\"}"};
+    static const char *const s3[] = {"m{a=\"3\"}", "m{a=\"1\"}", "m{a=\"4\"}",
+                                     "m{a=\"0\"}"};
+    struct ps_cache c;
+    struct ps_cache_entry *e1[4], *e2[4], *e3[4], *e4[4];
+    struct stale_rec r;
+    int ok_all = 1;
+    size_t i;
+
+    ps_cache_init(&c);
+    ok(scrape_seq(&c, s1, 4, e1) == 4, "order: first scrape all misses");
+    ps_cache_iter_done(&c, 1);
+    ok(scrape_seq(&c, s1, 4, e2) == 0, "order: same order, all hits");
+    for (i = 0; i < 4; i++)
+        ok_all &= e2[i] == e1[i] && e2[i]->key_len == strlen(s1[i]) &&
+                  memcmp(e2[i]->key, s1[i], e2[i]->key_len) == 0;
+    ok(ok_all, "order: hits return the right entries");
+    ok(stale_count(&c, &r) == 0, "order: nothing stale");
+    ps_cache_iter_done(&c, 1);
+    ok(scrape_seq(&c, s3, 4, e3) == 1, "order: reordered, one new series");
+    ok(e3[0] == e1[3] && e3[1] == e1[1] && e3[3] == e1[0] && e3[2] != NULL,
+       "order: reordered hits return the right entries");
+    ok(stale_count(&c, &r) == 1 && r.refs[0] == 102,
+       "order: the vanished series gets one stale marker");
+    ps_cache_iter_done(&c, 1);
+    ok(ps_cache_nseries(&c) == 4, "order: the vanished series evicted");
+    /* the previous order held the evicted entry at position 2 before */
+    ok(scrape_seq(&c, s1, 4, e4) == 1, "order: evicted series is a miss");
+    ok(e4[0] == e1[0] && e4[1] == e1[1] && e4[3] == e1[3] && e4[2] != NULL,
+       "order: back to the first order");
+    ok(stale_count(&c, &r) == 1 && r.refs[0] == 102,
+       "order: the series gone in this scrape is stale");
+    ps_cache_iter_done(&c, 0);
+    ok(!ps_cache_meta_changed(&c), "meta: no change flagged yet");
+    ps_cache_set_type(&c, S("m"), PS_MTYPE_GAUGE);
+    ok(ps_cache_meta_changed(&c), "meta: a new family is a change");
+    ps_cache_iter_done(&c, 1);
+    ps_cache_set_type(&c, S("m"), PS_MTYPE_GAUGE);
+    ok(!ps_cache_meta_changed(&c), "meta: same type is no change");
+    ps_cache_set_help(&c, S("m"), S("h"));
+    ok(ps_cache_meta_changed(&c), "meta: new help is a change");
+    ps_cache_cleanup(&c);
+}
+
 int main(void)
 {
     test_basic();
@@ -324,6 +401,7 @@ int main(void)
     test_dropped();
     test_meta();
     test_forced_flush();
+    test_scrape_order();
     test_no_alloc_on_hit();
     test_torture();
     printf("1..%d\n", n_test);
