@@ -7,6 +7,11 @@
  * callbacks and the due timers. Targets (later: scrape loops) are state
  * machines driven by those callbacks.
  *
+ * Extra file descriptors (a listening socket, a signal self-pipe) are
+ * watched with struct ps_engine_io: the step waits for them too and calls
+ * their callback, level-triggered, after the transfers and before the
+ * timers. See docs/engine-services.md for how the wait is done.
+ *
  * Threading: the engine belongs to the thread that calls step/run; every
  * function except ps_engine_wakeup(), ps_engine_stop() and ps_engine_now_ns()
  * must be called on it. Those three may be called from any thread.
@@ -47,9 +52,46 @@ int ps_engine_timer_in(struct ps_engine *eng, struct ps_timer *t,
                        uint64_t delay_ms);
 void ps_engine_timer_cancel(struct ps_engine *eng, struct ps_timer *t);
 
+/* ---- extra file descriptors --------------------------------------------- */
+
+#define PS_IO_READ 1u
+#define PS_IO_WRITE 2u
+#define PS_IO_ERROR 4u /* reported only: hang-up or error on the fd */
+
+struct ps_engine_io;
+/* Runs on the engine thread inside ps_engine_step() with the ready events
+ * (PS_IO_*). It may change or remove this watcher or others, and add new
+ * ones (seen from the next step on). */
+typedef void (*ps_engine_io_fn)(struct ps_engine_io *io, unsigned revents,
+                                void *ud);
+
+/* Intrusive, like ps_timer: the caller embeds it and keeps it alive while
+ * it is added. Fields are private; use the functions. */
+struct ps_engine_io {
+    int fd;
+    unsigned events;  /* PS_IO_READ | PS_IO_WRITE; 0: watched for nothing */
+    unsigned revents; /* filled by the step, then passed to fn */
+    size_t slot;      /* index + 1 in the engine's array; 0: not added */
+    ps_engine_io_fn fn;
+    void *ud;
+};
+
+void ps_engine_io_init(struct ps_engine_io *io, int fd, ps_engine_io_fn fn,
+                       void *ud);
+/* Starts (or updates) watching io->fd for events. PS_OK, or PS_ENOMEM
+ * (the array must grow; io is then not added). */
+int ps_engine_io_add(struct ps_engine *eng, struct ps_engine_io *io,
+                     unsigned events);
+/* Changes the events of an added watcher; cannot fail. */
+void ps_engine_io_set(struct ps_engine_io *io, unsigned events);
+/* Stops watching; a no-op when not added. Safe from any engine callback. */
+void ps_engine_io_remove(struct ps_engine *eng, struct ps_engine_io *io);
+size_t ps_engine_io_count(const struct ps_engine *eng);
+
 /*
  * One bounded iteration: waits at most timeout_ms (less if a timer is due
- * sooner; 0 polls), then runs completion callbacks and due timers. PS_OK,
+ * sooner; 0 polls) for transfers and watched fds, then runs completion
+ * callbacks, fd callbacks and due timers. PS_OK,
  * PS_ESTATE if called from a callback, or PS_EIO if libcurl failed.
  */
 int ps_engine_step(struct ps_engine *eng, int timeout_ms, struct ps_err *e);

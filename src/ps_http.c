@@ -4,6 +4,8 @@
  */
 #include "ps_http.h"
 
+#include <poll.h>
+
 #include <curl/curl.h>
 
 #include <errno.h>
@@ -13,7 +15,10 @@
 #include <strings.h>
 #include <time.h>
 
-#define DEFAULT_MAX_CONNECTS 100L
+/* The connection cache when max_connects is 0: at least this, grown to
+ * the number of live requests (one per target) so that every target keeps
+ * its keep-alive connection between scrapes. */
+#define MIN_MAX_CONNECTS 100L
 #define MAX_REDIRECTS 10L
 #define MAX_SECRETS 4
 
@@ -25,10 +30,14 @@ struct ps_http {
     struct ps_http_req *reqs; /* every live request (not owned) */
     size_t inflight;
     int in_perform; /* guards against ps_http_perform reentry */
+    long maxconn_fixed; /* ps_http_opts.max_connects; 0: automatic */
+    long maxconn;       /* CURLMOPT_MAXCONNECTS as set */
+    size_t nreqs;       /* live requests */
 };
 
 struct ps_http_req {
     struct ps_http *h; /* NULL once detached by ps_http_free() */
+    int counted;       /* in h->nreqs */
     struct ps_http_req *prev, *next;
     CURL *easy;                    /* owned, configured once */
     struct curl_slist *headers;    /* owned (curl's allocator), used by easy */
@@ -86,8 +95,13 @@ int ps_http_new(struct ps_http **out, const struct ps_http_opts *o,
                 struct ps_err *e)
 {
     struct ps_http *h = ps_calloc(1, sizeof(*h));
-    long maxconn =
-        (o && o->max_connects > 0) ? o->max_connects : DEFAULT_MAX_CONNECTS;
+    /* 0: MIN_MAX_CONNECTS, grown with the requests (see grow_maxconn): a
+     * fixed 100 made every pool of more than 100 targets reconnect on each
+     * scrape. libcurl's own default (4x the easy handles currently added)
+     * counts in-flight transfers only, so staggered scrapes would still
+     * close idle connections. */
+    long maxconn = (o && o->max_connects > 0) ? o->max_connects
+                                              : MIN_MAX_CONNECTS;
     int rc = PS_ENOMEM;
 
     if (h == NULL)
@@ -100,6 +114,8 @@ int ps_http_new(struct ps_http **out, const struct ps_http_opts *o,
         rc = PS_EIO;
         goto fail;
     }
+    h->maxconn_fixed = (o && o->max_connects > 0) ? o->max_connects : 0;
+    h->maxconn = maxconn;
     *out = h;
     return PS_OK;
 fail:
@@ -123,6 +139,9 @@ static void unlink_req(struct ps_http_req *r)
 {
     if (r->h == NULL)
         return;
+    if (r->counted)
+        r->h->nreqs--;
+    r->counted = 0;
     if (r->prev != NULL)
         r->prev->next = r->next;
     else
@@ -576,11 +595,55 @@ int ps_http_wait(struct ps_http *h, int timeout_ms, struct ps_err *e)
     return PS_OK;
 }
 
+int ps_http_wait_fds(struct ps_http *h, struct pollfd *fds, unsigned n,
+                     int timeout_ms, struct ps_err *e)
+{
+    struct curl_waitfd small[8], *w = small;
+    unsigned i, k = 0;
+    CURLMcode mc;
+
+    if (n > sizeof(small) / sizeof(small[0])) {
+        w = ps_calloc(n, sizeof(*w));
+        if (w == NULL)
+            return ps_err_set(e, PS_ENOMEM, "http: watching %u fds", n);
+    }
+    for (i = 0; i < n; i++) {
+        fds[i].revents = 0;
+        if (fds[i].fd < 0)
+            continue;
+        w[k].fd = fds[i].fd;
+        w[k].events = (short)((fds[i].events & POLLIN ? CURL_WAIT_POLLIN : 0) |
+                              (fds[i].events & POLLOUT ? CURL_WAIT_POLLOUT : 0));
+        w[k].revents = 0;
+        k++;
+    }
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    mc = curl_multi_poll(h->multi, w, k, timeout_ms, NULL);
+    /* Copy back in the same order, skipping the ignored entries. */
+    for (i = 0, k = 0; i < n && mc == CURLM_OK; i++) {
+        if (fds[i].fd < 0)
+            continue;
+        fds[i].revents = (short)((w[k].revents & CURL_WAIT_POLLIN ? POLLIN : 0) |
+                                 (w[k].revents & CURL_WAIT_POLLOUT ? POLLOUT : 0));
+        k++;
+    }
+    if (w != small)
+        ps_free(w);
+    if (mc != CURLM_OK)
+        return ps_err_set(e, PS_EIO, "http: curl_multi_poll: %s",
+                          curl_multi_strerror(mc));
+    return PS_OK;
+}
+
+#define PERFORM_EVERY_NS 2000000u /* 2 ms */
+
 int ps_http_perform(struct ps_http *h, struct ps_err *e)
 {
     CURLMcode mc;
     CURLMsg *m;
     int running = 0, left = 0;
+    uint64_t last;
 
     if (h->in_perform)
         return ps_err_set(e, PS_ESTATE, "http: perform called from a callback");
@@ -589,6 +652,7 @@ int ps_http_perform(struct ps_http *h, struct ps_err *e)
         return ps_err_set(e, PS_EIO, "http: curl_multi_perform: %s",
                           curl_multi_strerror(mc));
     h->in_perform = 1;
+    last = now_ns();
     /* A callback may remove other handles: curl then drops their queued
      * messages, so every message read here is for a live request. */
     while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
@@ -598,6 +662,15 @@ int ps_http_perform(struct ps_http *h, struct ps_err *e)
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         if (r != NULL && r->busy)
             finish(r, m->data.result);
+        /* A scrape's callback (parse, relabel, append) can take
+         * milliseconds, and a busy step runs many: let curl move the other
+         * transfers (remote-write uploads above all) on between them, at
+         * most every PERFORM_EVERY_NS so idle handles cost little. Errors
+         * here resurface at the next step's perform. */
+        if (now_ns() - last >= PERFORM_EVERY_NS) {
+            (void)curl_multi_perform(h->multi, &running);
+            last = now_ns();
+        }
     }
     h->in_perform = 0;
     return PS_OK;
@@ -901,6 +974,22 @@ oom:
     return ps_err_set(e, rc, "http: out of memory building headers");
 }
 
+/* Automatic connection cache size: room for one idle connection per live
+ * request, doubled on growth (so setopt runs O(log n) times); never
+ * shrunk. A refused setopt keeps the old size (best effort). */
+static void grow_maxconn(struct ps_http *h)
+{
+    long want;
+
+    if (h->maxconn_fixed > 0 || (size_t)h->maxconn >= h->nreqs)
+        return;
+    want = h->maxconn * 2;
+    while ((size_t)want < h->nreqs)
+        want *= 2;
+    if (curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, want) == CURLM_OK)
+        h->maxconn = want;
+}
+
 int ps_http_request_new(struct ps_http *h, struct ps_http_req **out,
                         const struct ps_http_req_opts *o, struct ps_err *e)
 {
@@ -925,6 +1014,9 @@ int ps_http_request_new(struct ps_http *h, struct ps_http_req **out,
     rc = configure(r, o, e);
     if (rc != PS_OK)
         goto fail;
+    h->nreqs++;
+    r->counted = 1;
+    grow_maxconn(h);
     *out = r;
     return PS_OK;
 fail:

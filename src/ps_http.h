@@ -43,7 +43,8 @@ int ps_http_global_init(struct ps_err *e);
 void ps_http_global_cleanup(void);
 
 struct ps_http_opts {
-    long max_connects; /* connection cache size; 0 means 100 */
+    long max_connects; /* connection cache size; 0: 100, grown to
+                        * the number of live requests */
 };
 
 /* Creates a client. o may be NULL (defaults). PS_OK, PS_ENOMEM or PS_EIO;
@@ -168,6 +169,14 @@ size_t ps_http_inflight(const struct ps_http *h);
  */
 int ps_http_wait(struct ps_http *h, int timeout_ms, struct ps_err *e);
 int ps_http_perform(struct ps_http *h, struct ps_err *e);
+/* ps_http_wait that also watches the caller's fds (the engine's listener
+ * and signal pipe) in the same curl_multi_poll, so the loop wakes for
+ * either without polling in slices. fds[i].revents is set on return (POLLIN
+ * and POLLOUT only: curl reports nothing else; a hangup reads as POLLIN).
+ * fds with fd < 0 are ignored. PS_OK, PS_EIO or PS_ENOMEM. */
+struct pollfd;
+int ps_http_wait_fds(struct ps_http *h, struct pollfd *fds, unsigned n,
+                     int timeout_ms, struct ps_err *e);
 /* Thread-safe: makes a current or the next ps_http_wait() return early. */
 void ps_http_wakeup(struct ps_http *h);
 
