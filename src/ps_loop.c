@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #define L(s) s, sizeof(s) - 1
 
@@ -97,11 +98,41 @@ struct ps_loop {
     struct ps_labels exposed;  /* __name__ + exposed labels (views) */
     struct ps_labels built;    /* after honor_labels (owned copies) */
     struct ps_labels final;    /* after metric relabeling (owned) */
+    struct ps_labels chain_tmp; /* working set of a metric rule chain */
     struct ps_labels exlabels; /* exemplar labels (views) */
     struct ps_labels_builder b;
     struct ps_labels conflicts; /* exposed labels that collide */
     uint64_t nlimit;           /* samples counted toward sample_limit */
     int limit_hit;
+
+    /* deferred metric function rules (see ps_loop.h) */
+    struct ps_hmap pending;    /* raw-bytes hash -> struct pending * */
+    size_t nheld;              /* samples held, all pending series */
+    size_t defer_at;           /* set by mutate: PS_CHAIN_DONE or a seg */
+    struct ps_timer install_timer;
+    uint64_t def_resolved, def_lost, def_failed;
+};
+
+/* A series parked by a deferred function rule. */
+enum { PEND_QUEUED, PEND_KEPT, PEND_DROPPED, PEND_FAILED };
+
+struct held_sample {
+    int64_t t;
+    double v;
+    uint64_t iter;  /* cache iteration (scrape) it was held in */
+    int track;      /* counts for staleness (not an explicit timestamp) */
+};
+
+struct pending {
+    char *key;               /* raw series bytes (owned) */
+    size_t key_len;
+    struct ps_labels lset;   /* the set before the deferred segment */
+    size_t seg;              /* the deferred segment */
+    int state;
+    struct ps_labels result; /* PEND_KEPT: the final set */
+    uint64_t last_iter;      /* the last scrape it was seen in, + 1 */
+    size_t nheld;
+    struct held_sample held[PS_LOOP_HELD_PER_SERIES];
 };
 
 /* Wall-clock time: sample timestamps and offsets are pinned to it, the
@@ -197,6 +228,10 @@ int ps_accept_header(const char *const *list, size_t n, int legacy,
 /* ---- lifecycle --------------------------------------------------------- */
 
 static void on_tick(struct ps_timer *t, void *ud);
+static void on_install(struct ps_timer *t, void *ud);
+static void pending_free_all(struct ps_loop *l);
+static int app_begin(struct ps_loop *l, struct ps_err *e);
+static void install_resolved(struct ps_loop *l);
 
 /* See ps_loop.h. Every member is made freeable first, so the one fail
  * path is ps_loop_free(). */
@@ -226,10 +261,13 @@ int ps_loop_new(struct ps_loop **out, struct ps_engine *eng,
     ps_labels_init(&l->exposed);
     ps_labels_init(&l->built);
     ps_labels_init(&l->final);
+    ps_labels_init(&l->chain_tmp);
     ps_labels_init(&l->exlabels);
     ps_labels_init(&l->conflicts);
     ps_labels_builder_init(&l->b);
     ps_timer_init(&l->timer, on_tick, l);
+    ps_timer_init(&l->install_timer, on_install, l);
+    ps_hmap_init(&l->pending);
     l->eor_enabled = 1;
     rc = ps_target_copy(&l->target, target);
     if (rc != PS_OK) {
@@ -268,6 +306,9 @@ void ps_loop_free(struct ps_loop *l)
     if (l == NULL)
         return;
     ps_engine_timer_cancel(l->eng, &l->timer);
+    ps_engine_timer_cancel(l->eng, &l->install_timer);
+    pending_free_all(l);
+    ps_hmap_cleanup(&l->pending);
     ps_http_request_free(l->req);
     ps_parse_free(l->parser);
     if (l->cache != NULL) {
@@ -278,6 +319,7 @@ void ps_loop_free(struct ps_loop *l)
     ps_labels_cleanup(&l->exposed);
     ps_labels_cleanup(&l->built);
     ps_labels_cleanup(&l->final);
+    ps_labels_cleanup(&l->chain_tmp);
     ps_labels_cleanup(&l->exlabels);
     ps_labels_cleanup(&l->conflicts);
     ps_labels_builder_cleanup(&l->b);
@@ -335,6 +377,10 @@ void ps_loop_stop(struct ps_loop *l, int end_of_run_staleness)
     ps_http_cancel(l->req);
     l->in_flight = 0;
     ps_engine_timer_cancel(l->eng, &l->timer);
+    /* Deferred series are given up (their held samples counted as lost):
+     * a stopped loop installs nothing more. */
+    ps_engine_timer_cancel(l->eng, &l->install_timer);
+    pending_free_all(l);
     /* Prometheus writes nothing if there never was a scrape. */
     if (end_of_run_staleness && l->eor_enabled && l->scrapes > 0 &&
         l->state == ST_RUNNING) {
@@ -366,6 +412,8 @@ struct ps_cache *ps_loop_take_cache(struct ps_loop *l)
         l->state = ST_STOPPED;
     }
     l->eor_enabled = 0;
+    ps_engine_timer_cancel(l->eng, &l->install_timer);
+    pending_free_all(l);
     c = l->cache;
     l->cache = NULL;
     return c;
@@ -399,6 +447,11 @@ void ps_loop_status(const struct ps_loop *l, struct ps_target_status *st)
     st->health = l->health;
     st->last_error = l->last_error;
     st->last_scrape_ms = l->last_scrape_ms;
+    st->deferred_pending = ps_hmap_count(&l->pending);
+    st->deferred_held = l->nheld;
+    st->deferred_resolved = l->def_resolved;
+    st->deferred_lost = l->def_lost;
+    st->deferred_failed = l->def_failed;
     st->last_duration_ns = l->last_duration_ns;
     st->interval_ms = l->target.interval_ms;
     st->timeout_ms = l->target.timeout_ms;
@@ -597,6 +650,7 @@ static int mutate(struct ps_loop *l, const struct ps_labels **out,
     size_t i, drop_at = PS_RELABEL_KEPT;
     int rc;
 
+    l->defer_at = PS_CHAIN_DONE;
     rc = ps_labels_builder_reset(&l->b, &l->exposed);
     if (rc == PS_EINVAL)
         return set_err_labels(e, PS_EINVAL, "label names are not unique",
@@ -649,6 +703,21 @@ static int mutate(struct ps_loop *l, const struct ps_labels **out,
         rc = ps_labels_builder_labels(&l->b, &l->built);
     if (rc != PS_OK)
         return ps_err_set(e, rc, "building labels");
+    if (l->cfg->metric_chain != NULL) {
+        int dropped = 0;
+        rc = ps_relabel_chain_apply_from(l->cfg->metric_chain,
+                                         l->cfg->scratch, 0, &l->built,
+                                         &l->final, &l->chain_tmp, &dropped,
+                                         &l->defer_at, e);
+        if (rc != PS_OK)
+            return rc;
+        if (l->defer_at != PS_CHAIN_DONE) { /* l->final: the set so far */
+            *out = NULL;
+            return PS_OK;
+        }
+        *out = !dropped && l->final.n > 0 ? &l->final : NULL;
+        return PS_OK;
+    }
     if (l->cfg->metric_relabel == NULL) {
         *out = l->built.n > 0 ? &l->built : NULL;
         return PS_OK;
@@ -748,6 +817,317 @@ static int pick_format(struct ps_loop *l, const char *ct, enum ps_format *f,
     return PS_OK;
 }
 
+/* ---- deferred function rules ------------------------------------------- */
+
+static uint64_t raw_hash(struct ps_str k)
+{
+    return XXH3_64bits(k.p, k.n);
+}
+
+static int pending_eq(const void *key, uint64_t val, void *ud)
+{
+    const struct ps_str *k = key;
+    const struct pending *p = (const void *)(uintptr_t)val;
+
+    (void)ud;
+    return p->key_len == k->n && memcmp(p->key, k->p, k->n) == 0;
+}
+
+static struct pending *pending_get(struct ps_loop *l, struct ps_str raw)
+{
+    uint64_t *v = ps_hmap_find(&l->pending, raw_hash(raw), pending_eq, &raw,
+                               NULL);
+
+    return v ? (struct pending *)(uintptr_t)*v : NULL;
+}
+
+static void pending_free(struct ps_loop *l, struct pending *p)
+{
+    l->nheld -= p->nheld;
+    ps_labels_cleanup(&p->lset);
+    ps_labels_cleanup(&p->result);
+    ps_free(p->key);
+    ps_free(p);
+}
+
+static int free_pending_cb(uint64_t h, uint64_t v, void *ud)
+{
+    struct ps_loop *l = ud;
+    struct pending *p = (void *)(uintptr_t)v;
+
+    (void)h;
+    l->def_lost += p->nheld;
+    pending_free(l, p);
+    return 1;
+}
+
+/* Discards every deferred series, counting its held samples as lost. */
+static void pending_free_all(struct ps_loop *l)
+{
+    ps_hmap_remove_if(&l->pending, free_pending_cb, l);
+}
+
+/* Holds one sample of a pending series (counted like an appended one
+ * toward sample_limit; a repeat within one scrape is a duplicate). */
+static void hold(struct ps_loop *l, struct pending *p, int64_t t, double v,
+                 int explicit_ts, struct scrape_result *r)
+{
+    const struct ps_loop_config *c = l->cfg;
+    uint64_t it = l->cache->iter;
+
+    if (p->last_iter == it + 1 && !explicit_ts) {
+        r->dup++;
+        return;
+    }
+    if (c->sample_limit > 0 && !ps_is_stale_nan(v) &&
+        ++l->nlimit > c->sample_limit) {
+        l->limit_hit = 1;
+        return;
+    }
+    p->last_iter = it + 1;
+    r->added++;
+    if (p->nheld == PS_LOOP_HELD_PER_SERIES) { /* the oldest goes */
+        memmove(&p->held[0], &p->held[1],
+                (PS_LOOP_HELD_PER_SERIES - 1) * sizeof(p->held[0]));
+        p->nheld--;
+        l->nheld--;
+        l->def_lost++;
+    }
+    if (l->nheld >= PS_LOOP_MAX_HELD) {
+        l->def_lost++;
+        return;
+    }
+    p->held[p->nheld].t = t;
+    p->held[p->nheld].v = v;
+    p->held[p->nheld].iter = it;
+    p->held[p->nheld].track = !explicit_ts || c->track_timestamps_staleness;
+    p->nheld++;
+    l->nheld++;
+}
+
+/* A cache miss that reached a hook that cannot run here: parks the
+ * series with l->final (the set before segment l->defer_at) and holds
+ * the sample. PS_OK or PS_ENOMEM. */
+static int defer_series(struct ps_loop *l, struct ps_str raw, int64_t t,
+                        double v, int explicit_ts, struct scrape_result *r)
+{
+    struct pending *p;
+
+    if (ps_hmap_count(&l->pending) >= PS_LOOP_MAX_PENDING) {
+        l->def_lost++; /* not parked: queued again when next scraped */
+        return PS_OK;
+    }
+    p = ps_calloc(1, sizeof(*p));
+    if (p == NULL)
+        return PS_ENOMEM;
+    ps_labels_init(&p->lset);
+    ps_labels_init(&p->result);
+    p->key = ps_malloc(raw.n + 1);
+    if (p->key == NULL || ps_labels_copy(&p->lset, &l->final) != PS_OK) {
+        pending_free(l, p);
+        return PS_ENOMEM;
+    }
+    if (raw.n > 0)
+        memcpy(p->key, raw.p, raw.n);
+    p->key[raw.n] = '\0';
+    p->key_len = raw.n;
+    p->seg = l->defer_at;
+    p->state = PEND_QUEUED;
+    if (ps_hmap_insert(&l->pending, raw_hash(raw),
+                       (uint64_t)(uintptr_t)p) != PS_OK) {
+        pending_free(l, p);
+        return PS_ENOMEM;
+    }
+    hold(l, p, t, v, explicit_ts, r);
+    return PS_OK;
+}
+
+/* A failed scrape: the samples held in it go (never counted as lost:
+ * the scrape failed, as its appended samples were rolled back). */
+static void unhold_iter(struct ps_loop *l, uint64_t it)
+{
+    size_t i = 0, k, w;
+    uint64_t h, v;
+
+    while (ps_hmap_next(&l->pending, &i, &h, &v)) {
+        struct pending *p = (void *)(uintptr_t)v;
+        for (k = 0, w = 0; k < p->nheld; k++)
+            if (p->held[k].iter != it)
+                p->held[w++] = p->held[k];
+        l->nheld -= p->nheld - w;
+        p->nheld = w;
+        if (p->last_iter == it + 1)
+            p->last_iter = 0;
+    }
+}
+
+/* See ps_loop.h. */
+size_t ps_loop_resolve_deferred(struct ps_loop *l, size_t max, size_t *left)
+{
+    size_t i = 0, done = 0, queued = 0;
+    uint64_t h, v;
+
+    while (ps_hmap_next(&l->pending, &i, &h, &v)) {
+        struct pending *p = (void *)(uintptr_t)v;
+        struct ps_err e;
+        int rc, dropped = 0;
+
+        if (p->state != PEND_QUEUED)
+            continue;
+        if (done >= max || l->cfg->metric_chain == NULL) {
+            queued++;
+            continue;
+        }
+        ps_err_init(&e);
+        rc = ps_relabel_chain_apply_from(l->cfg->metric_chain,
+                                         l->cfg->scratch, p->seg, &p->lset,
+                                         &p->result, &l->chain_tmp,
+                                         &dropped, NULL, &e);
+        if (rc != PS_OK) {
+            p->state = PEND_FAILED; /* the hook recorded its error */
+        } else if (dropped || p->result.n == 0) {
+            p->state = PEND_DROPPED;
+        } else {
+            p->state = PEND_KEPT;
+        }
+        done++;
+    }
+    if (left != NULL)
+        *left = queued;
+    if (done > 0 && l->cache != NULL &&
+        ps_engine_timer_in(l->eng, &l->install_timer, 0) != PS_OK) {
+        /* no timer: the next tick installs them */
+    }
+    return done;
+}
+
+/* Installs one kept series: cache entry, held samples, staleness. The
+ * transaction is open. PS_OK; 1 when the series could not be installed
+ * (invalid labels, no memory): discarded; or a negative appender error. */
+static int install_kept(struct ps_loop *l, struct pending *p,
+                        struct ps_err *e)
+{
+    struct ps_cache *c = l->cache;
+    struct ps_cache_entry *ce;
+    uint64_t last_ok = 0;
+    int any_ok = 0;
+    size_t k;
+
+    if (check_labels(l, &p->result, e) != PS_OK)
+        return 1; /* invalid labels: as a failed rule */
+    if (ps_cache_add(c, (struct ps_str){p->key, p->key_len}, 0, &p->result,
+                     &ce) != PS_OK)
+        return 1; /* not cached: discarded, parked again next time */
+    /* Seen in the last scrape, not in the coming one (which would make
+     * its first sample there a duplicate). */
+    ce->last_iter = c->iter > 0 ? c->iter - 1 : 0;
+    for (k = 0; k < p->nheld; k++) {
+        const struct held_sample *hs = &p->held[k];
+        uint64_t ref = ce->ref;
+        int arc = app_append(l, &ref, &ce->lset, hs->t, hs->v, e);
+        if (arc < 0)
+            return arc;
+        if (arc == PS_OK) {
+            ce->ref = ref;
+            any_ok = 1;
+            if (hs->track)
+                last_ok = hs->iter + 1;
+        }
+    }
+    if (any_ok)
+        update_metadata(l, ce->ref, &ce->lset);
+    if (last_ok != 0 && last_ok == c->iter) {
+        /* appended in the last scrape: the next one stales it if gone */
+        if (ps_cache_track_prev(c, ce) != PS_OK) {
+            /* no memory: no stale marker if it goes away next scrape */
+        }
+    } else if (last_ok != 0 && l->last_scrape_ms > 0) {
+        /* gone since: the marker it missed, at the last scrape's time */
+        uint64_t ref = ce->ref;
+        (void)app_append(l, &ref, &ce->lset, l->last_scrape_ms,
+                         ps_stale_nan(), e);
+    }
+    return PS_OK;
+}
+
+struct install_ctx {
+    struct ps_loop *l;
+    struct ps_err *e;
+    int rc;
+};
+
+static int install_one(uint64_t h, uint64_t v, void *ud)
+{
+    struct install_ctx *x = ud;
+    struct ps_loop *l = x->l;
+    struct pending *p = (void *)(uintptr_t)v;
+    int rc;
+
+    (void)h;
+    if (p->state == PEND_QUEUED || x->rc < 0)
+        return 0;
+    l->def_resolved++;
+    if (p->state == PEND_KEPT) {
+        struct ps_err e2;
+        ps_err_init(&e2);
+        rc = install_kept(l, p, &e2);
+        if (rc < 0) {
+            x->rc = rc; /* an appender error: everything else waits */
+            snprintf(x->e->msg, sizeof(x->e->msg), "%s", e2.msg);
+            l->def_lost += p->nheld;
+        } else if (rc != PS_OK) { /* not installed: as a failed rule */
+            l->def_failed++;
+            l->def_lost += p->nheld;
+        }
+    } else if (p->state == PEND_DROPPED) {
+        if (ps_cache_add_dropped(l->cache,
+                                 (struct ps_str){p->key, p->key_len}) !=
+            PS_OK) {
+            /* not cached: the series is deferred again next time */
+        }
+    } else {
+        l->def_failed++;
+        l->def_lost += p->nheld;
+    }
+    pending_free(l, p);
+    return 1;
+}
+
+/* Installs the resolved series in a transaction of their own. */
+static void install_resolved(struct ps_loop *l)
+{
+    struct install_ctx x;
+    struct ps_err e;
+    size_t i = 0;
+    uint64_t h, v;
+    int any = 0;
+
+    if (l->cache == NULL || ps_hmap_count(&l->pending) == 0)
+        return;
+    while (!any && ps_hmap_next(&l->pending, &i, &h, &v))
+        any = ((struct pending *)(uintptr_t)v)->state != PEND_QUEUED;
+    if (!any)
+        return;
+    ps_err_init(&e);
+    if (app_begin(l, &e) != PS_OK)
+        return; /* tried again on the next tick */
+    x.l = l;
+    x.e = &e;
+    x.rc = PS_OK;
+    ps_hmap_remove_if(&l->pending, install_one, &x);
+    if (x.rc < 0) {
+        l->app->vt->rollback(l->app);
+    } else {
+        l->app->vt->commit(l->app, &e);
+    }
+}
+
+static void on_install(struct ps_timer *t, void *ud)
+{
+    (void)t;
+    install_resolved(ud);
+}
+
 /*
  * Prometheus's scrapeLoop.append for a non-empty body. Returns PS_OK or
  * the error that fails the scrape (message in e). Counts go to *r.
@@ -822,6 +1202,13 @@ static int append_body(struct ps_loop *l, const char *body, size_t len,
         t = explicit_ts ? sv->ts_ms : def_t;
         if (ps_cache_get_dropped(l->cache, sv->raw))
             continue;
+        if (ps_hmap_count(&l->pending) > 0) {
+            struct pending *p = pending_get(l, sv->raw);
+            if (p != NULL) {
+                hold(l, p, t, sv->value, explicit_ts, r);
+                continue;
+            }
+        }
         ce = ps_cache_get(l->cache, sv->raw, &already);
         if (ce != NULL) {
             ref = ce->ref;
@@ -848,6 +1235,12 @@ static int append_body(struct ps_loop *l, const char *body, size_t len,
             rc = mutate(l, &lset, e);
             if (rc != PS_OK)
                 return rc;
+            if (l->defer_at != PS_CHAIN_DONE) {
+                rc = defer_series(l, sv->raw, t, sv->value, explicit_ts, r);
+                if (rc != PS_OK)
+                    return ps_err_set(e, rc, "deferring a series");
+                continue;
+            }
             if (lset == NULL) {
                 rc = ps_cache_add_dropped(l->cache, sv->raw);
                 if (rc != PS_OK)
@@ -898,7 +1291,10 @@ static int append_body(struct ps_loop *l, const char *body, size_t len,
             continue;
         if (sv->has_exemplar)
             append_exemplar(l, ce->ref, &ce->lset, sv);
-        if (l->app->vt->update_metadata != NULL) {
+        /* Steady state: no family's metadata changed in this scrape and
+         * the series is cached, so there is nothing to pass on. */
+        if (l->app->vt->update_metadata != NULL &&
+            (meta_changed || ps_cache_meta_changed(l->cache))) {
             const struct ps_label *nm = ps_labels_get(&ce->lset,
                                                       L("__name__"));
             const struct ps_cache_meta *m =
@@ -1051,6 +1447,9 @@ static void finish_scrape(struct ps_loop *l, const char *body, size_t len,
         rc = app_begin(l, &e2);
         if (rc != PS_OK)
             goto status;
+        /* Samples held in this failed scrape go too (they were never
+         * in the rolled back transaction). */
+        unhold_iter(l, l->cache->iter);
         /* The failed append may have tracked series: forget them, so
          * every series of the last good scrape goes stale. */
         ps_cache_drop_current(l->cache);
@@ -1201,6 +1600,7 @@ static void on_tick(struct ps_timer *t, void *ud)
         schedule_next(l);
         return;
     }
+    install_resolved(l); /* a result the install timer could not take */
     l->start_mono_ns = ps_engine_now_ns();
     l->append_ms = append_time_ms(l);
     schedule_next(l);
@@ -1229,5 +1629,82 @@ int ps_loop_update_discovered(struct ps_loop *l, const struct ps_labels *d)
     }
     ps_labels_cleanup(&l->target.discovered);
     l->target.discovered = tmp; /* the store moves with the struct */
+    return PS_OK;
+}
+
+/* ---- rule chains with hooks ---------------------------------------------- */
+
+int ps_relabel_chain_apply(const struct ps_relabel_chain *c,
+                           struct ps_relabel_scratch *s,
+                           const struct ps_labels *in, struct ps_labels *out,
+                           struct ps_labels *tmp, int *dropped,
+                           struct ps_err *e)
+{
+    return ps_relabel_chain_apply_from(c, s, 0, in, out, tmp, dropped, NULL,
+                                       e);
+}
+
+int ps_relabel_chain_apply_from(const struct ps_relabel_chain *c,
+                                struct ps_relabel_scratch *s, size_t from,
+                                const struct ps_labels *in,
+                                struct ps_labels *out, struct ps_labels *tmp,
+                                int *dropped, size_t *defer_at,
+                                struct ps_err *e)
+{
+    const struct ps_labels *cur = in;
+    size_t i;
+
+    *dropped = 0;
+    if (defer_at != NULL)
+        *defer_at = PS_CHAIN_DONE;
+    for (i = from; i < c->n_segs; i++) {
+        const struct ps_relabel_seg *sg = &c->segs[i];
+        /* write into whichever owned set does not hold the input */
+        struct ps_labels *dst = cur == out ? tmp : out;
+        struct ps_err he;
+        int rc, dr = 0;
+
+        ps_err_init(&he);
+        if (sg->hook != NULL && defer_at != NULL &&
+            sg->hook->can_run != NULL && !sg->hook->can_run(sg->hook->ud)) {
+            *defer_at = i; /* stop here: out gets the set so far */
+            break;
+        }
+        if (sg->hook == NULL) {
+            size_t drop_at = PS_RELABEL_KEPT;
+            rc = ps_relabel_apply_range(c->rel, s, cur, sg->first, sg->count,
+                                        dst, &drop_at, &he);
+            if (rc != PS_OK)
+                return ps_err_set(e, rc, "%s: %s", c->what, he.msg);
+            dr = drop_at != PS_RELABEL_KEPT;
+        } else {
+            ps_labels_clear(dst);
+            rc = sg->hook->fn(sg->hook->ud, cur, dst, &dr, &he);
+            if (rc != PS_OK)
+                return ps_err_set(e, rc, "%s: rule %zu: %s", c->what,
+                                  sg->hook->position + 1,
+                                  he.msg[0] ? he.msg : ps_strerror(rc));
+            if (!dr && ps_labels_sort(dst) != PS_OK)
+                return ps_err_set(e, PS_EINVAL,
+                                  "%s: rule %zu: repeated label name in "
+                                  "the result",
+                                  c->what, sg->hook->position + 1);
+        }
+        if (dr) {
+            *dropped = 1;
+            ps_labels_clear(out);
+            return PS_OK;
+        }
+        cur = dst;
+    }
+    if (cur == in) /* no segments run */
+        return ps_labels_copy(out, in) == PS_OK
+                   ? PS_OK
+                   : ps_err_set(e, PS_ENOMEM, "%s", c->what);
+    if (cur == tmp) { /* the result is in tmp: swap the two owned sets */
+        struct ps_labels x = *out;
+        *out = *tmp;
+        *tmp = x;
+    }
     return PS_OK;
 }

@@ -34,6 +34,89 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ---- external relabel rules (Lua functions in the binding) -------------- */
+
+/*
+ * An external rule: an opaque callback that maps a label set to another
+ * or drops it. `in` is sorted and borrowed; `out` is empty and owned by
+ * the caller: add labels to it with ps_labels_add(..., PS_LABELS_COPY)
+ * (any order; empty values are left out by the callback). Set *dropped to
+ * 1 to drop the set (out is then ignored). Return PS_OK, or an error code
+ * with a message in e: the caller names the rule ("rule N: ...").
+ * Hooks run on the thread that steps the engine, and only where a
+ * relabel result is not cached: metric rules on scrape-cache misses,
+ * target rules when targets are synced. A metric hook whose can_run()
+ * says 0 there is deferred instead (ps_loop_resolve_deferred) and called
+ * later by the thread that resolves the loop's pending series.
+ */
+typedef int (*ps_relabel_hook_fn)(void *ud, const struct ps_labels *in,
+                                  struct ps_labels *out, int *dropped,
+                                  struct ps_err *e);
+
+struct ps_relabel_hook {
+    ps_relabel_hook_fn fn;
+    void *ud;
+    /* Reference counting of ud: a config that keeps the hook calls
+     * ref(ud, +1) when it copies it and ref(ud, -1) when it is freed
+     * (possibly from an engine callback). May be NULL. */
+    void (*ref)(void *ud, int delta);
+    const char *id;  /* identity in the config fingerprint: the same id
+                      * means the same rule (copied) */
+    size_t position; /* 0-based place in the rule list, counting table
+                      * rules and hooks together; increasing */
+    /* May be NULL (always runnable). Called on the engine thread before a
+     * metric hook would run on a scrape-cache miss: 0 means the hook
+     * cannot run on this thread now (a Lua function rule in background
+     * mode), and the series is deferred (see ps_loop_resolve_deferred).
+     * Must be cheap and thread-safe for that thread. */
+    int (*can_run)(void *ud);
+};
+
+/* One piece of a rule chain: a range of the compiled table rules, or one
+ * hook. */
+struct ps_relabel_seg {
+    size_t first, count;                /* range in rel (hook: unused) */
+    const struct ps_relabel_hook *hook; /* NULL for a range */
+};
+
+/* A rule list with hooks: the table rules compiled into one ps_relabel
+ * (applied by ranges) and the segments in list order. */
+struct ps_relabel_chain {
+    const char *what;              /* "metric_relabel_configs" ... */
+    const struct ps_relabel *rel;  /* may be NULL (only hooks) */
+    const struct ps_relabel_seg *segs;
+    size_t n_segs;
+};
+
+/*
+ * Applies a chain to `in`. On PS_OK, *dropped says whether the set was
+ * dropped, else `out` (cleared first, owned) holds the sorted result.
+ * tmp is a caller-owned working set. Errors: PS_ENOMEM, PS_ELIMIT (regex
+ * limit), or a hook's error, with "<what>: rule N: <msg>" in e; a hook
+ * output with a repeated label name is PS_EINVAL.
+ */
+int ps_relabel_chain_apply(const struct ps_relabel_chain *c,
+                           struct ps_relabel_scratch *s,
+                           const struct ps_labels *in, struct ps_labels *out,
+                           struct ps_labels *tmp, int *dropped,
+                           struct ps_err *e);
+
+/*
+ * The same, starting at segment `from` (0: the whole chain). With
+ * defer_at non-NULL, a hook whose can_run() says 0 is not called: the
+ * chain stops before it, *defer_at is that segment's index and `out`
+ * holds the set as it stands before it (sorted, owned; *dropped 0). When
+ * the chain ran to its end (or dropped), *defer_at is PS_CHAIN_DONE. With
+ * defer_at NULL every hook is called.
+ */
+#define PS_CHAIN_DONE ((size_t)-1)
+int ps_relabel_chain_apply_from(const struct ps_relabel_chain *c,
+                                struct ps_relabel_scratch *s, size_t from,
+                                const struct ps_labels *in,
+                                struct ps_labels *out, struct ps_labels *tmp,
+                                int *dropped, size_t *defer_at,
+                                struct ps_err *e);
+
 /* The resolved scrape settings a loop runs with. The pool builds one per
  * config and shares it among its loops (borrowed by them). Every string is
  * owned by whoever built the struct. */
@@ -52,6 +135,11 @@ struct ps_loop_config {
     const char *accept;         /* Accept header (from scrape_protocols) */
     int fallback_format;        /* -1: none, else an enum ps_format */
     const struct ps_relabel *metric_relabel; /* NULL: none */
+    /* With hooks in metric_relabel_configs: the chain replaces
+     * metric_relabel (which is then NULL). Hooks run on cache misses
+     * only (or are deferred, see ps_loop_resolve_deferred); their
+     * results are cached like any relabel result. */
+    const struct ps_relabel_chain *metric_chain;
     struct ps_relabel_scratch *scratch; /* required with metric_relabel;
                                          * shared by the pool's loops (one
                                          * thread) */
@@ -93,6 +181,14 @@ struct ps_target_status {
                                    * with another value */
     uint64_t last_out_of_order;
     uint64_t last_out_of_bounds;
+    /* deferred metric function rules (background mode), see
+     * ps_loop_resolve_deferred: */
+    uint64_t deferred_pending;   /* series waiting for their rules now */
+    uint64_t deferred_held;      /* samples held for them now */
+    uint64_t deferred_resolved;  /* series resolved so far (total) */
+    uint64_t deferred_lost;      /* held samples discarded (caps, reload,
+                                  * rule errors, appender errors): total */
+    uint64_t deferred_failed;    /* series whose rules failed: total */
 };
 
 struct ps_loop;
@@ -149,6 +245,34 @@ int ps_loop_set_forced_error(struct ps_loop *l, const char *msg);
 int ps_loop_update_discovered(struct ps_loop *l, const struct ps_labels *d);
 
 void ps_loop_status(const struct ps_loop *l, struct ps_target_status *st);
+
+/*
+ * Deferred metric function rules (background mode). On a scrape-cache
+ * miss whose metric chain reaches a hook that cannot run on the engine
+ * thread (can_run() == 0), the loop parks the series: it keeps the label
+ * set as it stands before that hook and the chain position, and HOLDS the
+ * series' samples (value, timestamp) instead of appending them: at most
+ * PS_LOOP_HELD_PER_SERIES per series (the oldest go first) and
+ * PS_LOOP_MAX_HELD per loop, at most PS_LOOP_MAX_PENDING series per loop;
+ * whatever is discarded is counted in deferred_lost. Later scrapes add to
+ * the held samples without queuing the series again.
+ *
+ * ps_loop_resolve_deferred() runs the rest of the chain (the hook and
+ * every segment after it) for up to max queued series, on the calling
+ * thread, which must own the engine (the thread that steps it, or one
+ * holding ps_bg_lock) and be the one the hooks may run on. Results stay
+ * in the loop; a zero-delay timer installs them on the engine's next
+ * step: a kept series becomes a normal cache entry and its held samples
+ * are appended in a transaction of their own; a dropped one is cached as
+ * dropped and its samples discarded; a failed one (rule error, invalid
+ * labels) is forgotten, its samples discarded and counted, and it is
+ * queued again when next scraped. Returns the number of series resolved;
+ * *left (may be NULL) gets the number still queued.
+ */
+#define PS_LOOP_HELD_PER_SERIES 8
+#define PS_LOOP_MAX_HELD 10000
+#define PS_LOOP_MAX_PENDING 10000
+size_t ps_loop_resolve_deferred(struct ps_loop *l, size_t max, size_t *left);
 const struct ps_target *ps_loop_target(const struct ps_loop *l);
 const struct ps_cache *ps_loop_cache(const struct ps_loop *l);
 

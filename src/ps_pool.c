@@ -35,6 +35,12 @@ struct ps_pool_config {
     struct ps_target_defaults defaults;
     struct ps_relabel *relabel, *metric_relabel;
     struct ps_relabel_scratch *scratch;
+    /* [0] relabel_configs, [1] metric_relabel_configs, with hooks only */
+    struct ps_relabel_hook *hooks[2];
+    size_t n_hooks[2];
+    struct ps_relabel_seg *segs[2];
+    struct ps_relabel_chain chain[2];
+    int has_chain[2];
     char *accept;
     uint64_t target_limit, keep_dropped_targets;
     struct ps_loop_config lc;
@@ -302,6 +308,16 @@ static int fingerprint(const struct ps_scrape_config *c,
     sb_rules(&b, "relabel", c->relabel_configs, c->n_relabel_configs);
     sb_rules(&b, "mrelabel", c->metric_relabel_configs,
              c->n_metric_relabel_configs);
+    sb_printf(&b, "rhooks:%zu;", c->n_relabel_hooks);
+    for (i = 0; i < c->n_relabel_hooks; i++) {
+        sb_printf(&b, "%zu", c->relabel_hooks[i].position);
+        sb_cstr(&b, "=", c->relabel_hooks[i].id);
+    }
+    sb_printf(&b, "mhooks:%zu;", c->n_metric_relabel_hooks);
+    for (i = 0; i < c->n_metric_relabel_hooks; i++) {
+        sb_printf(&b, "%zu", c->metric_relabel_hooks[i].position);
+        sb_cstr(&b, "=", c->metric_relabel_hooks[i].id);
+    }
     sb_cstr(&b, "bau", h->basic_auth.username);
     sb_secret(&b, "bap", h->basic_auth.password);
     sb_cstr(&b, "bapf", h->basic_auth.password_file);
@@ -437,8 +453,18 @@ fail:
  * strings and the static groups. NULL-safe. */
 static void pc_unref(struct ps_pool_config *pc)
 {
+    int w;
+    size_t i;
+
     if (pc == NULL || --pc->refs > 0)
         return;
+    for (w = 0; w < 2; w++) {
+        for (i = 0; i < pc->n_hooks[w]; i++)
+            if (pc->hooks[w][i].ref != NULL)
+                pc->hooks[w][i].ref(pc->hooks[w][i].ud, -1);
+        ps_free(pc->hooks[w]);
+        ps_free(pc->segs[w]);
+    }
     ps_relabel_free(pc->relabel);
     ps_relabel_free(pc->metric_relabel);
     ps_relabel_scratch_free(pc->scratch);
@@ -481,6 +507,56 @@ static int compile_rules(struct ps_relabel **out, const char *job,
                             &re);
     if (rc != PS_OK)
         return ps_err_set(e, rc, "job '%s': %s: %s", job, what, re.msg);
+    return PS_OK;
+}
+
+/*
+ * Copies the hooks of one rule list (taking a reference on each) and
+ * builds its chain: table rules (compiled in rel) fill the positions the
+ * hooks leave free. PS_EINVAL for positions out of order or range.
+ */
+static int build_chain(struct ps_pool_config *pc, int w,
+                       const struct ps_relabel *rel, size_t n_rules,
+                       const struct ps_relabel_hook *hooks, size_t n_hooks,
+                       const char *what, struct ps_err *e)
+{
+    size_t total = n_rules + n_hooks, pos, k = 0, r = 0, ns = 0;
+
+    if (n_hooks == 0)
+        return PS_OK;
+    pc->hooks[w] = ps_calloc(n_hooks, sizeof(*pc->hooks[w]));
+    pc->segs[w] = ps_calloc(total, sizeof(*pc->segs[w]));
+    if (pc->hooks[w] == NULL || pc->segs[w] == NULL)
+        return ps_err_set(e, PS_ENOMEM, "job '%s': %s", pc->job, what);
+    for (k = 0; k < n_hooks; k++) {
+        struct ps_relabel_hook *h = &pc->hooks[w][k];
+        if (hooks[k].fn == NULL || hooks[k].position >= total ||
+            (k > 0 && hooks[k].position <= hooks[k - 1].position))
+            return ps_err_set(e, PS_EINVAL, "job '%s': %s: bad function "
+                              "rule position", pc->job, what);
+        *h = hooks[k];
+        h->id = sdup(pc, hooks[k].id ? hooks[k].id : "");
+        if (h->id == NULL)
+            return ps_err_set(e, PS_ENOMEM, "job '%s': %s", pc->job, what);
+        if (h->ref != NULL)
+            h->ref(h->ud, +1);
+        pc->n_hooks[w] = k + 1; /* released by pc_unref from now on */
+    }
+    for (pos = 0, k = 0; pos < total; pos++) {
+        if (k < n_hooks && pc->hooks[w][k].position == pos) {
+            pc->segs[w][ns++].hook = &pc->hooks[w][k++];
+        } else if (ns > 0 && pc->segs[w][ns - 1].hook == NULL) {
+            pc->segs[w][ns - 1].count++, r++; /* extends the range */
+        } else {
+            pc->segs[w][ns].first = r++;
+            pc->segs[w][ns++].count = 1;
+        }
+    }
+    pc->chain[w].what = what;
+    pc->chain[w].rel = rel;
+    pc->chain[w].segs = pc->segs[w];
+    pc->chain[w].n_segs = ns;
+    pc->has_chain[w] = 1;
     return PS_OK;
 }
 
@@ -658,6 +734,15 @@ int ps_pool_config_new(struct ps_pool_config **out,
                            "metric_relabel_configs",
                            c->metric_relabel_configs,
                            c->n_metric_relabel_configs, r.legacy, e);
+    if (rc == PS_OK)
+        rc = build_chain(pc, 0, pc->relabel, c->n_relabel_configs,
+                         c->relabel_hooks, c->n_relabel_hooks,
+                         "relabel_configs", e);
+    if (rc == PS_OK)
+        rc = build_chain(pc, 1, pc->metric_relabel,
+                         c->n_metric_relabel_configs, c->metric_relabel_hooks,
+                         c->n_metric_relabel_hooks, "metric_relabel_configs",
+                         e);
     if (rc != PS_OK)
         goto fail;
     rc = ps_relabel_scratch_new(&pc->scratch);
@@ -697,6 +782,10 @@ int ps_pool_config_new(struct ps_pool_config **out,
     pc->lc.body_size_limit = r.body_size_limit;
     pc->lc.accept = pc->accept;
     pc->lc.metric_relabel = pc->metric_relabel;
+    if (pc->has_chain[1]) {
+        pc->lc.metric_relabel = NULL;
+        pc->lc.metric_chain = &pc->chain[1];
+    }
     pc->lc.scratch = pc->scratch;
     pc->lc.scrape_offset_ms = c->scrape_offset_ms;
     pc->lc.scrape_align_interval_ms = c->scrape_align_interval_ms;
@@ -792,6 +881,63 @@ static void retire(struct ps_pool *p, struct active *a)
 }
 
 /* Populates every target of the static and synced groups. */
+/*
+ * ps_target_populate with a rule chain that has hooks (ps_target takes one
+ * compiled rule list): populate without rules to get the discovered set,
+ * apply the chain, then populate the result without rules (validation,
+ * __meta_* removal, instance) and put the discovered set back. A hook's
+ * error drops the target with the error as its reason, so one bad
+ * function does not stop the sync. Unlike Prometheus, a default label
+ * (job, __scheme__, __metrics_path__, intervals) that the rules delete is
+ * filled in again by the second pass.
+ */
+static int populate_hooked(const struct ps_pool_config *pc,
+                           struct ps_target *t, const struct ps_labels *tl,
+                           const struct ps_labels *gl, struct ps_err *e)
+{
+    struct ps_target first;
+    struct ps_labels res, tmp, x;
+    struct ps_err he;
+    int rc, dropped = 0;
+
+    ps_target_init(&first);
+    ps_labels_init(&res);
+    ps_labels_init(&tmp);
+    ps_err_init(&he);
+    rc = ps_target_populate(&first, tl, gl, &pc->defaults, NULL, NULL, e);
+    if (rc != PS_OK)
+        goto done;
+    rc = ps_relabel_chain_apply(&pc->chain[0], pc->scratch, &first.discovered,
+                                &res, &tmp, &dropped, &he);
+    if (rc == PS_ENOMEM || rc == PS_ELIMIT) {
+        ps_err_set(e, rc, "job '%s': %s", pc->job, he.msg);
+        goto done;
+    }
+    ps_target_cleanup(t);
+    if (rc == PS_OK && !dropped) {
+        rc = ps_target_populate(t, &res, NULL, &pc->defaults, NULL, NULL, e);
+        if (rc != PS_OK)
+            goto done;
+    } else { /* dropped by a rule (reason ""), or a hook failed */
+        t->state = PS_TARGET_DROPPED;
+        t->reason = ps_strndup(rc == PS_OK ? "" : he.msg,
+                               rc == PS_OK ? 0 : strlen(he.msg));
+        if (t->reason == NULL) {
+            rc = ps_err_set(e, PS_ENOMEM, "job '%s'", pc->job);
+            goto done;
+        }
+        rc = PS_OK;
+    }
+    x = t->discovered; /* the set before relabeling, as Prometheus shows */
+    t->discovered = first.discovered;
+    first.discovered = x;
+done:
+    ps_target_cleanup(&first);
+    ps_labels_cleanup(&res);
+    ps_labels_cleanup(&tmp);
+    return rc;
+}
+
 static int populate_all(struct ps_pool *p, struct ps_target **out,
                         size_t *nout, struct ps_err *e)
 {
@@ -820,9 +966,13 @@ static int populate_all(struct ps_pool *p, struct ps_target **out,
             for (j = 0; j < g[i].n; j++) {
                 int rc;
                 ps_target_init(&t[k]);
-                rc = ps_target_populate(&t[k], &g[i].targets[j],
-                                        &g[i].labels, &pc->defaults,
-                                        pc->relabel, pc->scratch, e);
+                if (pc->has_chain[0])
+                    rc = populate_hooked(pc, &t[k], &g[i].targets[j],
+                                         &g[i].labels, e);
+                else
+                    rc = ps_target_populate(&t[k], &g[i].targets[j],
+                                            &g[i].labels, &pc->defaults,
+                                            pc->relabel, pc->scratch, e);
                 k++;
                 if (rc != PS_OK) {
                     targets_free(t, k);

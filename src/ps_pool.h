@@ -127,6 +127,16 @@ struct ps_scrape_config {
     size_t n_relabel_configs;
     const struct ps_relabel_config *metric_relabel_configs;
     size_t n_metric_relabel_configs;
+    /* External rules (Lua functions) spliced into the lists above by
+     * position (see struct ps_relabel_hook in ps_loop.h): the table rules
+     * fill the other positions in order. Target hooks run at sync time;
+     * metric hooks on scrape-cache misses only. A hook's id enters the
+     * fingerprint, so a reload with the same ids keeps the job running
+     * with its old hooks. */
+    const struct ps_relabel_hook *relabel_hooks;
+    size_t n_relabel_hooks;
+    const struct ps_relabel_hook *metric_relabel_hooks;
+    size_t n_metric_relabel_hooks;
     struct ps_http_client_config http_client; /* inline in YAML */
     /* static_configs: groups synced on creation and kept alongside the
      * groups given to ps_pool_sync() (source "static/<i>" if NULL). */

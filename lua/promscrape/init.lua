@@ -27,4 +27,11 @@ M.config = require "promscrape.config"
 M.manager = require("promscrape.manager").new
 M.memory = core.memory
 
+--- Remote write and fan-out appenders (issue 6): `promscrape.remote_write{...}`
+-- -> RemoteWrite, `promscrape.fanout{ app, ... }` -> Fanout. See
+-- lua/promscrape/remote_write.lua.
+local remote_write = require "promscrape.remote_write"
+M.remote_write = remote_write.new
+M.fanout = remote_write.fanout
+
 return M

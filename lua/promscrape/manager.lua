@@ -13,6 +13,9 @@
 --   opts.appender: where samples go.
 --     * nil (default): a new memory store, reachable as `m.store`.
 --     * a MemoryStore (promscrape.memory()): shared; also `m.store`.
+--     * a RemoteWrite or Fanout (promscrape.remote_write{...},
+--       promscrape.fanout{...}): bound to this manager's engine; see
+--       lua/promscrape/remote_write.lua and docs/remote_write.md.
 --     * a table (or object) with methods, a "Lua appender":
 --         app:commit(batch)   once per scrape commit, never per sample
 --         app:rollback(info)  optional; a failed scrape's discarded batch
@@ -35,6 +38,9 @@
 --   opts.seed: number or string spreading first scrapes (default: host name)
 --   opts.on_error: function(msg) called for each appender error
 --   opts.max_pending_samples: bound of the Lua appender queue (default 1e6)
+--   opts.shard = { count = N, index = i }: keep only shard i of every job's
+--     targets (hashmod of the discovered __address__ modulo N, then keep
+--     i: two rules put before the job's own relabel_configs).
 --
 -- Manager methods:
 --   m:apply_config(cfg) -> true | nil, err
@@ -48,14 +54,54 @@
 --     makes the first scrape start at once). Reload semantics are Prometheus's:
 --     unchanged jobs keep running untouched, changed ones restart their
 --     loops keeping their caches, removed ones stop.
+--     remote_write entries of cfg are written to as well (fan-out with the
+--     manager's appender, which must then be a C appender); an entry whose
+--     normalized text is unchanged keeps its queue across reloads.
+--   m:remote_writes() -> { RemoteWrite, ... } of those entries (stats, flush)
 --   m:sync(target_sets) -> true | nil, err
 --     { [job_name] = { { targets = { "host:port", ... }, labels = {...},
 --     source = "..." }, ... } }: replaces the job's discovered targets (its
 --     static_configs stay). Unknown jobs are ignored, as in Prometheus.
 --   m:pools() -> { [job_name] = pool }; m:pool(job) -> pool | nil
 --   m:step([timeout_s]) -> true | nil, err: one bounded engine iteration
---   m:run{ duration = s } -> true | nil, err: blocks until m:stop() or the
---     duration (no duration: until stopped)
+--   m:run{ duration = s } -> why | nil, err: blocks until m:stop(), the
+--     duration (no duration: until stopped) or a watched signal; why is
+--     "stopped", "duration" or "signal" (then read m:signals()). A signal
+--     not yet read by m:signals() makes run return "signal" at once.
+--   m:listen(addr, handler [, opts]) -> true | nil, err: serves HTTP on
+--     addr ("127.0.0.1:9099", "[::1]:0"; host required, port 0 picks one)
+--     from the engine's loop. handler(req) runs on the Lua thread after an
+--     engine step, req = { method = "GET"|"HEAD", path, query ("" if
+--     none; path and query are not percent-decoded), headers =
+--     { [lowercased name] = value } }, and returns status, headers_table,
+--     body_string. A Lua error answers 500 and is recorded (m:errors()).
+--     opts (tests): max_connections, read_timeout_ms, idle_timeout_ms,
+--     write_timeout_ms. One listener per manager; it closes with m:close().
+--   m:listen_address() -> "127.0.0.1:PORT" (the bound address) | nil
+--   m:http_get(url, opts, callback) -> true | nil, err: one non-blocking GET
+--     on the engine's client. opts (Prometheus's field names; others are
+--     ignored so a normalized http_sd_config may be passed): timeout
+--     (seconds, default 30), headers = { Name = "v" | {"v", ...} },
+--     basic_auth = { username, password | password_file }, authorization =
+--     { type, credentials | credentials_file }, bearer_token(_file),
+--     tls_config = { ca_file, cert_file, key_file, server_name,
+--     insecure_skip_verify, min_version }, proxy_url, follow_redirects,
+--     enable_http2, body_size_limit (bytes). callback{ status, body,
+--     content_type, error } runs on the Lua thread after a step; error is
+--     nil on success (status 200), body only then.
+--   m:signals() -> { "HUP", ... }: signals received since the last call,
+--     among those watched with promscrape.core.signal_watch{...}
+--     (core.signal_unwatch() restores the defaults; core.getpid()).
+-- Function rules: relabel_configs and metric_relabel_configs may mix rule
+--   tables and Lua functions (function(labels) -> labels | nil), as
+--   promscrape.relabel does. Metric functions run only on scrape-cache
+--   misses (once per new series, cached like any relabel result); target
+--   functions when targets are synced. They run on the Lua thread inside
+--   step/run/apply_config/sync. An error fails that scrape (up = 0,
+--   last_error "metric_relabel_configs: rule N: function failed: ...") or
+--   drops that target with the error as reason; the traceback goes to
+--   m:errors(). A job whose functions are the same values keeps running
+--   on reload.
 --   m:stop(): makes run return (from an appender callback, say)
 --   m:errors() -> { msg, ... }: appender errors since the last call
 --   m:appender_stats() -> batch queue counters (Lua appenders only)
@@ -148,6 +194,27 @@ end
 -- vmagent extensions: not Prometheus fields, so kept out of validation.
 local EXTENSIONS = { "scrape_offset", "scrape_align_interval" }
 
+-- Rule lists that may hold Lua functions (function rules, see
+-- promscrape.relabel): kept out of the YAML text and spliced back.
+local RULE_LISTS = { "relabel_configs", "metric_relabel_configs" }
+
+-- Merges normalized table rules and functions (by original position).
+local function splice(tables, fns)
+  local out, k, pos = {}, 1, 1
+  local n = #tables
+  for _ in pairs(fns) do n = n + 1 end
+  while pos <= n do
+    if fns[pos] then
+      out[pos] = fns[pos]
+    else
+      out[pos] = tables[k]
+      k = k + 1
+    end
+    pos = pos + 1
+  end
+  return out
+end
+
 local function shallow(t)
   local c = {}
   for k, v in pairs(t) do c[k] = v end
@@ -178,15 +245,27 @@ local function prepare(cfg)
           return nil, format("config: scrape_configs[%d]: expected a table, got %s", i - 1, type(sc))
         end
         sc = shallow(sc)
-        for _, f in ipairs { "relabel_configs", "metric_relabel_configs" } do
-          for j, r in ipairs(type(sc[f]) == "table" and sc[f] or {}) do
-            if type(r) == "function" then
-              return nil, format("config: scrape_configs[%d].%s[%d]: Lua function rules are not "
-                .. "supported by the scrape engine", i - 1, f, j - 1)
+        ext[i] = {}
+        -- Function rules cannot travel through the YAML text: take them out
+        -- by position and splice them back after normalization.
+        for _, f in ipairs(RULE_LISTS) do
+          if type(sc[f]) == "table" then
+            local tables, fns = {}, nil
+            for j = 1, #sc[f] do
+              local r = sc[f][j]
+              if type(r) == "function" then
+                fns = fns or {}
+                fns[j] = r
+              else
+                tables[#tables + 1] = r
+              end
+            end
+            if fns then
+              ext[i][f] = fns
+              sc[f] = tables
             end
           end
         end
-        ext[i] = {}
         for _, f in ipairs(EXTENSIONS) do
           ext[i][f], sc[f] = sc[f], nil
         end
@@ -215,9 +294,13 @@ local function prepare(cfg)
         local v = ext[i] and ext[i][f]
         if v ~= nil then j[f .. "_ms"] = ms(v, path .. "." .. f) end
       end
+      for _, f in ipairs(RULE_LISTS) do
+        local fns = ext[i] and ext[i][f]
+        if fns then j[f] = splice(j[f] or {}, fns) end
+      end
       jobs[i] = j
     end
-    return { global = g, jobs = jobs }
+    return { global = g, jobs = jobs, remote_write = n.remote_write }
   end)
   if not ok then return nil, "config: " .. tostring(flat) end
   return flat
@@ -231,10 +314,22 @@ function methods.apply_config(m, cfg)
   end
   local flat, err = prepare(cfg)
   if not flat then return nil, err end
-  return m:_apply(flat)
+  -- issue 6: shard rules and remote_write entries (promscrape.remote_write)
+  local rw = require "promscrape.remote_write"
+  local rws, rerr = rw.before_apply(m, flat)
+  if not rws then return nil, rerr end
+  local ok, aerr, code = m:_apply(flat)
+  if not ok then return ok, aerr, code end
+  return rw.after_apply(m, rws)
 end
 
-local OPTS = { appender = true, seed = true, on_error = true, max_pending_samples = true }
+--- m:remote_writes() -> { RemoteWrite, ... } of the applied config's
+-- remote_write entries (see promscrape.remote_write: stats, flush).
+function methods.remote_writes(m)
+  return require("promscrape.remote_write").of_manager(m)
+end
+
+local OPTS = { appender = true, seed = true, on_error = true, max_pending_samples = true, shard = true }
 
 --- promscrape.manager([opts]) -> Manager | nil, msg, code (see the header).
 function M.new(opts)
@@ -250,9 +345,9 @@ function M.new(opts)
   if app == nil then
     local store, err, code = core.memory()
     if not store then return nil, err, code end
-    o.store = store
+    o.appender = store -- C appenders go through the switch (remote_write)
   elseif type(app) == "userdata" then
-    o.store = app -- must be a MemoryStore: the core raises otherwise
+    o.appender = app -- MemoryStore, RemoteWrite or Fanout: the core checks
   elseif type(app) == "table" then
     if app.commit == nil then
       error("manager: appender has no commit method", 2)
@@ -261,9 +356,13 @@ function M.new(opts)
   else
     error("manager: appender must be a MemoryStore or a table with a commit method, got " .. type(app), 2)
   end
-  return core.manager_new(o)
+  local shard = opts.shard ~= nil and require("promscrape.remote_write").check_shard(opts.shard, 2)
+  local m, err, code = core.manager_new(o)
+  if m and shard then require("promscrape.remote_write").set_shard(m, shard) end
+  return m, err, code
 end
 
 M.memory = core.memory
+M._encode = encode -- for promscrape.remote_write's canonical keys
 
 return M

@@ -1325,6 +1325,134 @@ static void test_torture(void)
     rec_cleanup(&app);
 }
 
+/* Deferred metric function rules (background mode) with a fake hook:
+ * while can_run says 0 the series are parked and their samples held; the
+ * resolution runs the hook; the next engine step installs the results
+ * (held samples appended, the dropped series cached as dropped). */
+struct fake_hook {
+    int can, calls;
+};
+
+static int fake_can_run(void *ud)
+{
+    return ((struct fake_hook *)ud)->can;
+}
+
+static int fake_hook_fn(void *ud, const struct ps_labels *in,
+                        struct ps_labels *out, int *dropped, struct ps_err *e)
+{
+    struct fake_hook *h = ud;
+    size_t i;
+
+    (void)e;
+    h->calls++;
+    for (i = 0; i < in->n; i++) {
+        const struct ps_label *x = &in->v[i];
+        if (x->name_len == 8 && memcmp(x->name, "__name__", 8) == 0) {
+            if (x->value_len == 1 && x->value[0] == 'b') {
+                *dropped = 1;
+                return PS_OK;
+            }
+            if (ps_labels_add(out, x->name, x->name_len, "fn_a", 4,
+                              PS_LABELS_COPY) != PS_OK)
+                return PS_ENOMEM;
+            continue;
+        }
+        if (ps_labels_add(out, x->name, x->name_len, x->value, x->value_len,
+                          PS_LABELS_COPY) != PS_OK)
+            return PS_ENOMEM;
+    }
+    return PS_OK;
+}
+
+static int count_prefix(const struct rec *r, const char *p, size_t from)
+{
+    size_t i;
+    int n = 0;
+
+    for (i = from; i < r->n; i++)
+        n += r->ev[i].kind == EV_APPEND &&
+             strncmp(r->ev[i].lbl, p, strlen(p)) == 0;
+    return n;
+}
+
+static void test_deferred_hooks(void)
+{
+    struct fixture f;
+    struct ps_relabel_config rc[1];
+    struct ps_relabel_hook hk;
+    struct fake_hook fh = {0, 0};
+    struct ps_target_status st;
+    struct ps_loop *l;
+    size_t left = 99, n, mark, i;
+    int pre_ok = 1;
+
+    memset(rc, 0, sizeof(rc));
+    rc[0].target_label.p = "pre";
+    rc[0].target_label.n = 3;
+    rc[0].replacement.p = "yes";
+    rc[0].replacement.n = 3;
+    memset(&hk, 0, sizeof(hk));
+    hk.fn = fake_hook_fn;
+    hk.ud = &fh;
+    hk.id = "fake";
+    hk.position = 1;
+    hk.can_run = fake_can_run;
+    fx_init(&f, "deferred", "/m1");
+    f.cfg.metric_relabel_configs = rc;
+    f.cfg.n_metric_relabel_configs = 1;
+    f.cfg.metric_relabel_hooks = &hk;
+    f.cfg.n_metric_relabel_hooks = 1;
+    ok(fx_start(&f, 1) == PS_OK, "deferred: config with a hook");
+    ok(wait_scrapes(fx_pool(&f), 0, 3, 3000), "deferred: three scrapes");
+    status(&f, &st);
+    ok(fh.calls == 0, "deferred: the hook is never called while it "
+                      "cannot run");
+    ok(st.deferred_pending == 2, "deferred: both series pending");
+    ok(st.deferred_held >= 2, "deferred: their samples held");
+    ok(count_prefix(&f.app, "a", 0) == 0 && count_prefix(&f.app, "b", 0) == 0
+       && count_prefix(&f.app, "fn_a", 0) == 0,
+       "deferred: nothing appended for them yet");
+    ok(count_prefix(&f.app, "up", 0) >= 3, "deferred: report series go on");
+    l = ps_pool_loop(fx_pool(&f), 0);
+    fh.can = 1; /* "the Lua thread", holding the engine */
+    n = ps_loop_resolve_deferred(l, 1, &left);
+    ok(n == 1 && left == 1, "deferred: resolution bounded by max");
+    n = ps_loop_resolve_deferred(l, 100, &left);
+    ok(n == 1 && left == 0 && fh.calls == 2,
+       "deferred: the rest resolved, the hook called once per series");
+    status(&f, &st);
+    mark = f.app.n;
+    ps_engine_step(eng, 0, NULL); /* the install timer is due at once */
+    ok(count_prefix(&f.app, "fn_a", mark) >= 3 &&
+       count_prefix(&f.app, "fn_a", mark) >= (int)st.deferred_held - 3,
+       "deferred: held samples appended on the next step");
+    ok(mark < f.app.n && f.app.ev[mark].kind == EV_BEGIN &&
+       f.app.ev[f.app.n - 1].kind == EV_COMMIT,
+       "deferred: in a transaction of their own");
+    for (i = mark; i < f.app.n; i++)
+        if (f.app.ev[i].kind == EV_APPEND)
+            pre_ok &= strstr(f.app.ev[i].full, "pre=yes") != NULL;
+    ok(pre_ok, "deferred: the table rule before the hook applied");
+    status(&f, &st);
+    ok(st.deferred_pending == 0 && st.deferred_held == 0 &&
+       st.deferred_resolved == 2 && st.deferred_lost == 0,
+       "deferred: installed, nothing lost");
+    ok(wait_scrapes(fx_pool(&f), 0, st.scrapes + 2, 3000),
+       "deferred: two more scrapes");
+    status(&f, &st);
+    ok(fh.calls == 2, "deferred: cached afterwards (no more calls)");
+    for (i = 0, n = 0; i < f.app.n; i++) /* successful scrapes */
+        n += f.app.ev[i].kind == EV_APPEND &&
+             strncmp(f.app.ev[i].lbl, "up{", 3) == 0 && f.app.ev[i].v == 1;
+    ok(count_prefix(&f.app, "fn_a", 0) == (int)n,
+       "deferred: one fn_a sample per good scrape, held ones included");
+    ok(count_prefix(&f.app, "b", 0) == 0, "deferred: b dropped");
+    ok(ps_cache_ndropped(ps_loop_cache(l)) == 1, "deferred: b cached as "
+                                                 "dropped");
+    fx_free(&f);
+}
+
 int main(void)
 {
     struct ps_err e;
@@ -1361,6 +1489,7 @@ int main(void)
     test_duplicates();
     test_content_types();
     test_cache_no_relabel();
+    test_deferred_hooks();
     test_target_limit();
     test_reload();
     test_offsets();

@@ -19,5 +19,7 @@ int luaopen_promscrape_core(lua_State *L)
     lps_relabel_register(L);
     lps_store_register(L);
     lps_manager_register(L);
+    lps_remote_write_register(L);
+    lps_bg_register(L); /* wraps the methods registered above */
     return 1;
 }
