@@ -250,5 +250,62 @@ def main():
     os._exit(0)
 
 
+# ---- http_sd endpoints (issue 5: spec/50-discovery_spec.lua) ---------------
+# Kept apart from the dispatch above: it wraps Handler.do_GET.
+#   GET /sd/<name>          the document stored under <name> (404 if none);
+#                           ?auth=basic requires alice:s3cret
+#   GET /sdset/<name>?body=<urlencoded>&ctype=<type>&status=<code>
+#                           stores a document (default ctype application/json)
+#   GET /sdhits/<name>      how many times /sd/<name> was fetched
+#   GET /sdheader/<name>?h=<header>  that request header of the last fetch
+SD_DOCS = {}
+SD_HITS = {}
+SD_HEADERS = {}
+_orig_do_GET = Handler.do_GET
+
+
+def _sd_do_GET(self):
+    u = urlsplit(self.path)
+    q = {k: v[-1] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
+    path = u.path
+    if path.startswith("/sdset/"):
+        name = path[len("/sdset/"):]
+        with LOCK:
+            SD_DOCS[name] = (int(q.get("status", "200")),
+                             q.get("ctype", "application/json"),
+                             q.get("body", "").encode())
+        self.send(200, b"ok\n")
+    elif path.startswith("/sdhits/"):
+        with LOCK:
+            n = SD_HITS.get(path[len("/sdhits/"):], 0)
+        self.send(200, str(n).encode())
+    elif path.startswith("/sdheader/"):
+        with LOCK:
+            h = SD_HEADERS.get(path[len("/sdheader/"):], {})
+        self.send(200, h.get(q.get("h", "").lower(), "").encode())
+    elif path.startswith("/sd/"):
+        name = path[len("/sd/"):]
+        with LOCK:
+            SD_HITS[name] = SD_HITS.get(name, 0) + 1
+            SD_HEADERS[name] = {k.lower(): v for k, v in self.headers.items()}
+            doc = SD_DOCS.get(name)
+        if q.get("auth") == "basic":
+            import base64
+            want = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+            if self.headers.get("Authorization") != want:
+                self.send(401, b"unauthorized\n")
+                return
+        if doc is None:
+            self.send(404, b"no such document\n")
+        else:
+            self.send(doc[0], doc[2], doc[1])
+    else:
+        _orig_do_GET(self)
+
+
+Handler.do_GET = _sd_do_GET
+# ---- end of the http_sd endpoints -------------------------------------------
+
+
 if __name__ == "__main__":
     main()
