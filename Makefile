@@ -44,7 +44,7 @@ LIBPS := $(BUILD)/libps.a
 
 .PHONY: all lib ctests luajit asan deps demo check test test-c test-busted \
 	test-replay test-asan test-valgrind test-luajit replay fuzz bench format \
-	format-check check-rockspec install-rock clean
+	format-check check-rockspec install-rock clean nginx-demo
 
 all: $(MODULE)
 
@@ -153,6 +153,11 @@ check: deps
 
 demo: deps all
 	sh examples/demo.sh
+
+# The OpenResty/nginx example (docs/openresty.md): Debian's nginx + lua
+# module on 127.0.0.1; NGINX_DEMO_SECONDS=n stops it after n seconds.
+nginx-demo: luajit
+	sh examples/nginx/run.sh
 
 bench: all $(BENCHES)
 	@for s in bench/run_*.sh; do sh $$s || exit 1; done
