@@ -7,7 +7,7 @@ lua5.4 liblua5.4-dev libcurl4-openssl-dev libpcre2-dev libxxhash-dev
 libsnappy-dev zlib1g-dev lua-busted lua-yaml lua-cjson lua-filesystem luarocks valgrind
 luajit2 libluajit2-5.1-dev
 prometheus prometheus-node-exporter victoria-metrics nginx libnginx-mod-http-lua
-openssl tmux procps"
+openssl tmux procps chromium lua-socket"
 missing=
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||

@@ -84,7 +84,7 @@ local function fmt(t)
   return "{" .. table.concat(k, ",") .. "}"
 end
 
-describe("relabel against a real Prometheus", function()
+describe("relabel against a real Prometheus #slow", function()
   it("agrees on every target of every job", function()
     if not (have("prometheus") and have("curl") and cjson_ok) then
       pending("needs prometheus, curl and lua-cjson")
