@@ -67,7 +67,7 @@ $(LIBPS): $(CORE_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 # C tests link the core without Lua, so LeakSanitizer sees everything.
-$(BUILD)/spec/c/%: spec/c/%.c $(LIBPS)
+$(BUILD)/spec/c/%: spec/c/%.c $(wildcard spec/c/*.h) $(LIBPS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(LIBPS) $(DEP_LIBS)
 

@@ -20,10 +20,9 @@
 #include "ps_labels.h"
 #include "ps_manager.h"
 #include "ps_pool.h"
+#include "testlib.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -32,22 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static int n_test, n_fail;
-
-static void ok(int cond, const char *desc)
-{
-    n_test++;
-    if (!cond)
-        n_fail++;
-    printf("%sok %d - %s\n", cond ? "" : "not ", n_test, desc);
-    fflush(stdout);
-}
 
 static void sleep_ms(long ms)
 {
@@ -72,8 +57,6 @@ static double ms_since(uint64_t t0)
 }
 
 /* ---- the fixture server (forked child) ---------------------------------- */
-
-#define MAX_CONN 256
 
 static const char BODY[] = "# TYPE a gauge\na 1\nb{x=\"y\"} 2\n";
 
@@ -114,102 +97,7 @@ static void serve_conn(int fd)
     }
 }
 
-static int conn_fd[MAX_CONN];
-static pthread_mutex_t conn_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void *conn_thread(void *arg)
-{
-    int slot = (int)(intptr_t)arg;
-
-    serve_conn(conn_fd[slot]);
-    pthread_mutex_lock(&conn_mu);
-    close(conn_fd[slot]);
-    conn_fd[slot] = -1;
-    pthread_mutex_unlock(&conn_mu);
-    return NULL;
-}
-
-static void server_main(int ls, int ctl)
-{
-    pthread_t th[MAX_CONN];
-    int n = 0, i;
-
-    alarm(60); /* hard bound on the fixture's life */
-    for (;;) {
-        struct pollfd p[2] = {{ls, POLLIN, 0}, {ctl, POLLIN, 0}};
-        int fd;
-
-        if (poll(p, 2, 1000) < 0 && errno != EINTR)
-            break;
-        if (p[1].revents)
-            break;
-        if (!(p[0].revents & POLLIN) || (fd = accept(ls, NULL, NULL)) < 0)
-            continue;
-        if (n == MAX_CONN) {
-            close(fd);
-            continue;
-        }
-        conn_fd[n] = fd;
-        if (pthread_create(&th[n], NULL, conn_thread, (void *)(intptr_t)n)) {
-            close(fd);
-            continue;
-        }
-        n++;
-    }
-    pthread_mutex_lock(&conn_mu);
-    for (i = 0; i < n; i++)
-        if (conn_fd[i] >= 0)
-            shutdown(conn_fd[i], SHUT_RDWR);
-    pthread_mutex_unlock(&conn_mu);
-    for (i = 0; i < n; i++)
-        pthread_join(th[i], NULL);
-}
-
-static pid_t srv_pid = -1;
-static int srv_ctl = -1;
 static int srv_port;
-
-static int start_server(void)
-{
-    struct sockaddr_in a;
-    socklen_t al = sizeof(a);
-    int one = 1, ctl[2];
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-
-    if (ls < 0)
-        return -1;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(ls, (struct sockaddr *)&a, &al) < 0 || listen(ls, 64) < 0 ||
-        pipe(ctl) < 0) {
-        close(ls);
-        return -1;
-    }
-    srv_port = ntohs(a.sin_port);
-    fflush(stdout);
-    srv_pid = fork();
-    if (srv_pid == 0) {
-        close(ctl[1]);
-        server_main(ls, ctl[0]);
-        _exit(0);
-    }
-    close(ls);
-    close(ctl[0]);
-    srv_ctl = ctl[1];
-    return srv_pid > 0 ? 0 : -1;
-}
-
-static void stop_server(void)
-{
-    if (srv_ctl >= 0)
-        close(srv_ctl);
-    if (srv_pid > 0)
-        waitpid(srv_pid, NULL, 0);
-    srv_pid = -1;
-}
 
 /* ---- one-off requests ---------------------------------------------------- */
 
@@ -538,7 +426,8 @@ int main(void)
     struct ps_err e;
 
     signal(SIGPIPE, SIG_IGN);
-    if (start_server() != 0) {
+    srv_port = fixture_start(serve_conn, 60);
+    if (srv_port < 0) {
         printf("not ok 1 - could not start the fixture server\n1..1\n");
         return 1;
     }
@@ -549,8 +438,7 @@ int main(void)
     test_stop_in_flight();
     test_manager_concurrent();
     test_signals();
-    stop_server();
+    fixture_stop();
     ps_http_global_cleanup();
-    printf("1..%d\n", n_test);
-    return n_fail != 0;
+    return done_testing();
 }

@@ -12,6 +12,7 @@
 #include "ps_engine.h"
 #include "ps_http.h"
 #include "ps_timer.h"
+#include "testlib.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,22 +31,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static int n_test, n_fail;
-
-static void ok(int cond, const char *desc)
-{
-    n_test++;
-    if (!cond)
-        n_fail++;
-    printf("%sok %d - %s\n", cond ? "" : "not ", n_test, desc);
-    fflush(stdout);
-}
-
-static void diag(const char *what, const char *s)
-{
-    printf("# %s: %s\n", what, s);
-}
 
 /* ====================================================================== */
 /* The fixture server (runs in the forked child).                          */
@@ -77,21 +62,6 @@ static const unsigned char gz_big[] = {
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     0x6a, 0xff, 0x91, 0x20, 0xc3, 0x00, 0x00, 0x01, 0x00};
-
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        c += w;
-        n -= (size_t)w;
-    }
-}
 
 /* Sends a whole response; extra is "" or header lines ending in \r\n. */
 static void respond(int fd, const char *status, const char *extra,
@@ -181,160 +151,12 @@ static int serve_one(int fd, const char *req, int nreq)
     return 1;
 }
 
-/* A connection handler thread: requests until EOF or a closing path. */
 static void serve_conn(int fd)
 {
-    char req[8192];
-    size_t len = 0;
-    int nreq = 0;
-
-    for (;;) {
-        char *end;
-        ssize_t n = read(fd, req + len, sizeof(req) - 1 - len);
-        if (n <= 0)
-            return;
-        len += (size_t)n;
-        req[len] = '\0';
-        while ((end = strstr(req, "\r\n\r\n")) != NULL) {
-            size_t used = (size_t)(end + 4 - req);
-            char one[8192];
-            memcpy(one, req, used);
-            one[used] = '\0';
-            memmove(req, req + used, len - used + 1);
-            len -= used;
-            if (!serve_one(fd, one, ++nreq))
-                return;
-        }
-        if (len == sizeof(req) - 1)
-            return;
-    }
+    serve_heads(fd, serve_one);
 }
 
-#define MAX_CONN 256
-
-/* Connection fds of the child, -1 once closed; guarded by conn_mu so the
- * accept loop never shuts down an fd number a handler already closed. */
-static int conn_fd[MAX_CONN];
-static pthread_mutex_t conn_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void *conn_thread(void *arg)
-{
-    int slot = (int)(intptr_t)arg;
-
-    serve_conn(conn_fd[slot]);
-    pthread_mutex_lock(&conn_mu);
-    close(conn_fd[slot]); /* FIN, or RST after SO_LINGER 0 */
-    conn_fd[slot] = -1;
-    pthread_mutex_unlock(&conn_mu);
-    return NULL;
-}
-
-/* The child's accept loop: one thread per connection (cheaper than a fork
- * under valgrind). On exit it shuts down the connections still open, which
- * wakes handlers blocked in read or poll, and joins every handler, so the
- * child exits with nothing running and nothing leaked. */
-static void server_main(int ls, int ctl)
-{
-    pthread_t th[MAX_CONN];
-    int n = 0, i;
-
-    alarm(30); /* hard bound on the fixture's life */
-    memset(big_body, 'x', sizeof(big_body));
-    for (;;) {
-        struct pollfd p[2] = {{ls, POLLIN, 0}, {ctl, POLLIN, 0}};
-        int fd;
-
-        if (poll(p, 2, 1000) < 0 && errno != EINTR)
-            break;
-        if (p[1].revents)
-            break; /* the test closed the pipe (or died) */
-        if (!(p[0].revents & POLLIN) || (fd = accept(ls, NULL, NULL)) < 0)
-            continue;
-        if (n == MAX_CONN) {
-            close(fd);
-            continue;
-        }
-        conn_fd[n] = fd;
-        if (pthread_create(&th[n], NULL, conn_thread, (void *)(intptr_t)n)) {
-            close(fd);
-            continue;
-        }
-        n++;
-    }
-    pthread_mutex_lock(&conn_mu);
-    for (i = 0; i < n; i++)
-        if (conn_fd[i] >= 0)
-            shutdown(conn_fd[i], SHUT_RDWR);
-    pthread_mutex_unlock(&conn_mu);
-    for (i = 0; i < n; i++)
-        pthread_join(th[i], NULL);
-}
-
-static pid_t srv_pid = -1;
-static int srv_ctl = -1;
 static int srv_port;
-
-static int listen_loopback(int *port)
-{
-    struct sockaddr_in a;
-    socklen_t al = sizeof(a);
-    int one = 1;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    if (fd < 0)
-        return -1;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &al) < 0) {
-        close(fd);
-        return -1;
-    }
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
-static int start_server(void)
-{
-    int ctl[2];
-    int ls = listen_loopback(&srv_port);
-
-    if (ls < 0 || listen(ls, 64) < 0 || pipe(ctl) < 0)
-        return -1;
-    fflush(stdout);
-    srv_pid = fork();
-    if (srv_pid == 0) {
-        close(ctl[1]);
-        server_main(ls, ctl[0]);
-        _exit(0);
-    }
-    close(ls);
-    close(ctl[0]);
-    srv_ctl = ctl[1];
-    return srv_pid > 0 ? 0 : -1;
-}
-
-static void stop_server(void)
-{
-    if (srv_ctl >= 0)
-        close(srv_ctl);
-    if (srv_pid > 0)
-        waitpid(srv_pid, NULL, 0);
-    srv_pid = -1;
-}
-
-/* A port nothing listens on: bound (never listened), then closed. */
-static int closed_port(void)
-{
-    int port = 0;
-    int fd = listen_loopback(&port);
-
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
 
 /* ====================================================================== */
 /* Timer heap tests.                                                        */
@@ -1367,7 +1189,9 @@ int main(void)
 
     signal(SIGPIPE, SIG_IGN);
     /* fork the fixture before anything is allocated */
-    if (start_server() != 0) {
+    memset(big_body, 'x', sizeof(big_body));
+    srv_port = fixture_start(serve_conn, 30);
+    if (srv_port < 0) {
         printf("not ok 1 - could not start the fixture server\n1..1\n");
         return 1;
     }
@@ -1390,8 +1214,7 @@ int main(void)
     test_http_free_inflight();
     test_alloc_failures();
 
-    stop_server();
+    fixture_stop();
     ps_http_global_cleanup();
-    printf("1..%d\n", n_test);
-    return n_fail != 0;
+    return done_testing();
 }

@@ -19,34 +19,18 @@
 #include "ps_loop.h"
 #include "ps_manager.h"
 #include "ps_pool.h"
+#include "testlib.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static int n_test, n_fail;
-
-static void ok(int cond, const char *desc)
-{
-    n_test++;
-    if (!cond)
-        n_fail++;
-    printf("%sok %d - %s\n", cond ? "" : "not ", n_test, desc);
-    fflush(stdout);
-}
 
 /* ====================================================================== */
 /* The fixture server (runs in the forked child).                          */
@@ -79,21 +63,6 @@ static int count_path(const char *path)
     return n;
 }
 
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        c += w;
-        n -= (size_t)w;
-    }
-}
-
 static void respond(int fd, const char *status, const char *extra,
                     const char *body)
 {
@@ -107,7 +76,8 @@ static void respond(int fd, const char *status, const char *extra,
     write_all(fd, body, len);
 }
 
-static void serve_one(int fd, const char *req)
+/* One request on fd; the connection stays open. */
+static int serve_one(int fd, const char *req, int nreq)
 {
     static char many[16384];
     char path[256] = "", base[256];
@@ -167,133 +137,16 @@ static void serve_one(int fd, const char *req)
     } else {
         respond(fd, "404 Not Found", "", "nope");
     }
+    (void)nreq;
+    return 1;
 }
 
 static void serve_conn(int fd)
 {
-    char req[8192];
-    size_t len = 0;
-
-    for (;;) {
-        char *end;
-        ssize_t n = read(fd, req + len, sizeof(req) - 1 - len);
-        if (n <= 0)
-            return;
-        len += (size_t)n;
-        req[len] = '\0';
-        while ((end = strstr(req, "\r\n\r\n")) != NULL) {
-            size_t used = (size_t)(end + 4 - req);
-            char one[8192];
-            memcpy(one, req, used);
-            one[used] = '\0';
-            memmove(req, req + used, len - used + 1);
-            len -= used;
-            serve_one(fd, one);
-        }
-        if (len == sizeof(req) - 1)
-            return;
-    }
+    serve_heads(fd, serve_one);
 }
 
-#define MAX_CONN 256
-
-static int conn_fd[MAX_CONN];
-static pthread_mutex_t conn_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void *conn_thread(void *arg)
-{
-    int slot = (int)(intptr_t)arg;
-
-    serve_conn(conn_fd[slot]);
-    pthread_mutex_lock(&conn_mu);
-    close(conn_fd[slot]);
-    conn_fd[slot] = -1;
-    pthread_mutex_unlock(&conn_mu);
-    return NULL;
-}
-
-/* Accept loop; on exit shuts the open connections and joins handlers. */
-static void server_main(int ls, int ctl)
-{
-    pthread_t th[MAX_CONN];
-    int n = 0, i;
-
-    alarm(30); /* hard bound on the fixture's life */
-    for (;;) {
-        struct pollfd p[2] = {{ls, POLLIN, 0}, {ctl, POLLIN, 0}};
-        int fd;
-
-        if (poll(p, 2, 1000) < 0 && errno != EINTR)
-            break;
-        if (p[1].revents)
-            break;
-        if (!(p[0].revents & POLLIN) || (fd = accept(ls, NULL, NULL)) < 0)
-            continue;
-        if (n == MAX_CONN) {
-            close(fd);
-            continue;
-        }
-        conn_fd[n] = fd;
-        if (pthread_create(&th[n], NULL, conn_thread, (void *)(intptr_t)n)) {
-            close(fd);
-            continue;
-        }
-        n++;
-    }
-    pthread_mutex_lock(&conn_mu);
-    for (i = 0; i < n; i++)
-        if (conn_fd[i] >= 0)
-            shutdown(conn_fd[i], SHUT_RDWR);
-    pthread_mutex_unlock(&conn_mu);
-    for (i = 0; i < n; i++)
-        pthread_join(th[i], NULL);
-}
-
-static pid_t srv_pid = -1;
-static int srv_ctl = -1;
 static int srv_port;
-
-static int start_server(void)
-{
-    struct sockaddr_in a;
-    socklen_t al = sizeof(a);
-    int one = 1, ctl[2];
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-
-    if (ls < 0)
-        return -1;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(ls, (struct sockaddr *)&a, &al) < 0 ||
-        listen(ls, 64) < 0 || pipe(ctl) < 0) {
-        close(ls);
-        return -1;
-    }
-    srv_port = ntohs(a.sin_port);
-    fflush(stdout);
-    srv_pid = fork();
-    if (srv_pid == 0) {
-        close(ctl[1]);
-        server_main(ls, ctl[0]);
-        _exit(0);
-    }
-    close(ls);
-    close(ctl[0]);
-    srv_ctl = ctl[1];
-    return srv_pid > 0 ? 0 : -1;
-}
-
-static void stop_server(void)
-{
-    if (srv_ctl >= 0)
-        close(srv_ctl);
-    if (srv_pid > 0)
-        waitpid(srv_pid, NULL, 0);
-    srv_pid = -1;
-}
 
 /* ====================================================================== */
 /* The recording appender.                                                 */
@@ -1458,7 +1311,8 @@ int main(void)
     struct ps_err e;
 
     signal(SIGPIPE, SIG_IGN);
-    if (start_server() != 0) {
+    srv_port = fixture_start(serve_conn, 30);
+    if (srv_port < 0) {
         printf("not ok 1 - could not start the fixture server\n1..1\n");
         return 1;
     }
@@ -1466,7 +1320,7 @@ int main(void)
     ps_http_global_init(&e);
     if (ps_engine_new(&eng, NULL, &e) != PS_OK) {
         printf("not ok 1 - engine: %s\n1..1\n", e.msg);
-        stop_server();
+        fixture_stop();
         return 1;
     }
     test_config_errors();
@@ -1499,8 +1353,7 @@ int main(void)
     test_body_limit_timeout();
     test_torture();
     ps_engine_free(eng);
-    stop_server();
+    fixture_stop();
     ps_http_global_cleanup();
-    printf("1..%d\n", n_test);
-    return n_fail != 0;
+    return done_testing();
 }

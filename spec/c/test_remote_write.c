@@ -25,15 +25,13 @@
 #include "ps_http.h"
 #include "ps_remote_write.h"
 #include "rw_pbdec.h"
+#include "testlib.h"
 
 #include <snappy-c.h>
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -41,22 +39,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static int n_test, n_fail;
-
-static void ok(int cond, const char *desc)
-{
-    n_test++;
-    if (!cond)
-        n_fail++;
-    printf("%sok %d - %s\n", cond ? "" : "not ", n_test, desc);
-    fflush(stdout);
-}
 
 static int64_t mono_ms(void)
 {
@@ -93,21 +77,6 @@ static int hit(const char *path)
         n = ++hits[i].n;
     pthread_mutex_unlock(&rep_mu);
     return n;
-}
-
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        c += w;
-        n -= (size_t)w;
-    }
 }
 
 /* A header's value, spaces turned into '_' so the report stays one token. */
@@ -283,131 +252,30 @@ static void serve_conn(int fd)
     free(buf);
 }
 
-#define MAX_CONN 256
+static int srv_rep = -1, srv_port; /* the report pipe's read end */
 
-static int conn_fd[MAX_CONN];
-static pthread_mutex_t conn_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static void *conn_thread(void *arg)
-{
-    int slot = (int)(intptr_t)arg;
-
-    serve_conn(conn_fd[slot]);
-    pthread_mutex_lock(&conn_mu);
-    close(conn_fd[slot]);
-    conn_fd[slot] = -1;
-    pthread_mutex_unlock(&conn_mu);
-    return NULL;
-}
-
-/* Accept loop, as in test_http.c: ends when the control pipe closes, then
- * shuts down open connections and joins every handler. */
-static void server_main(int ls, int ctl)
-{
-    pthread_t th[MAX_CONN];
-    int n = 0, i;
-
-    alarm(60);
-    for (;;) {
-        struct pollfd p[2] = {{ls, POLLIN, 0}, {ctl, POLLIN, 0}};
-        int fd;
-
-        if (poll(p, 2, 1000) < 0 && errno != EINTR)
-            break;
-        if (p[1].revents)
-            break;
-        if (!(p[0].revents & POLLIN) || (fd = accept(ls, NULL, NULL)) < 0)
-            continue;
-        if (n == MAX_CONN) {
-            close(fd);
-            continue;
-        }
-        conn_fd[n] = fd;
-        if (pthread_create(&th[n], NULL, conn_thread, (void *)(intptr_t)n)) {
-            close(fd);
-            continue;
-        }
-        n++;
-    }
-    pthread_mutex_lock(&conn_mu);
-    for (i = 0; i < n; i++)
-        if (conn_fd[i] >= 0)
-            shutdown(conn_fd[i], SHUT_RDWR);
-    pthread_mutex_unlock(&conn_mu);
-    for (i = 0; i < n; i++)
-        pthread_join(th[i], NULL);
-}
-
-static pid_t srv_pid = -1;
-static int srv_ctl = -1, srv_rep = -1, srv_port;
-
-static int listen_loopback(int *port)
-{
-    struct sockaddr_in a;
-    socklen_t al = sizeof(a);
-    int one = 1;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    if (fd < 0)
-        return -1;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &al) < 0) {
-        close(fd);
-        return -1;
-    }
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
+/* The fixture, plus the report pipe: the child inherits rep_fd. */
 static int start_server(void)
 {
-    int ctl[2], rep[2];
-    int ls = listen_loopback(&srv_port);
+    int rep[2];
 
-    if (ls < 0 || listen(ls, 64) < 0 || pipe(ctl) < 0 || pipe(rep) < 0)
+    if (pipe(rep) < 0)
         return -1;
-    fflush(stdout);
-    srv_pid = fork();
-    if (srv_pid == 0) {
-        close(ctl[1]);
-        close(rep[0]);
-        rep_fd = rep[1];
-        server_main(ls, ctl[0]);
-        _exit(0);
-    }
-    close(ls);
-    close(ctl[0]);
+    rep_fd = rep[1];
+    srv_port = fixture_start(serve_conn, 60);
     close(rep[1]);
-    srv_ctl = ctl[1];
+    rep_fd = -1;
     srv_rep = rep[0];
     fcntl(srv_rep, F_SETFL, fcntl(srv_rep, F_GETFL) | O_NONBLOCK);
-    return srv_pid > 0 ? 0 : -1;
+    return srv_port < 0 ? -1 : 0;
 }
 
 static void stop_server(void)
 {
-    if (srv_ctl >= 0)
-        close(srv_ctl);
-    if (srv_pid > 0)
-        waitpid(srv_pid, NULL, 0);
+    fixture_stop();
     if (srv_rep >= 0)
         close(srv_rep);
-    srv_pid = -1;
-}
-
-/* A port nothing listens on: bound (never listened), then closed. */
-static int closed_port(void)
-{
-    int port = 0;
-    int fd = listen_loopback(&port);
-
-    if (fd >= 0)
-        close(fd);
-    return port;
+    srv_rep = -1;
 }
 
 /* ====================================================================== */
@@ -1460,6 +1328,5 @@ int main(void)
     test_alloc_failures();
     stop_server();
     ps_http_global_cleanup();
-    printf("1..%d\n", n_test);
-    return n_fail != 0;
+    return done_testing();
 }
