@@ -17,43 +17,17 @@
 -- TYPE in {counter,gauge,histogram,summary,untyped}, label value and HELP
 -- text must be valid UTF-8, blank lines allowed, free trailing comma.
 
-local function load_parse()
-  local ok, m = pcall(require, "promscrape")
-  if ok and type(m) == "table" and type(m.parse) == "function" then
-    return m.parse
-  end
-  return require("promscrape.core").parse
-end
-local parse = load_parse()
-
-local TEXT = "text/plain; version=0.0.4"
+local H = require("spec.support.parse_helpers")
+local parse = H.parse
+local TEXT = H.TEXT
 
 local function accepts(body)
-  local series, meta = parse(body, TEXT)
-  if series == nil then
-    error(("expected %q to parse, got error: %s"):format(body, tostring(meta)), 2)
-  end
-  assert.is_table(series)
-  assert.is_table(meta)
-  return series, meta
+  return H.accepts(body, TEXT)
 end
 
--- line: expected line number in "line N: ..."; false to only check the shape.
+-- line: expected line number in "line N: ..."; false/nil: only the shape.
 local function rejects(body, line)
-  local series, err = parse(body, TEXT)
-  if series ~= nil then
-    error(("expected %q to be rejected, but it parsed into %d series")
-      :format(body, type(series) == "table" and #series or -1), 2)
-  end
-  assert.is_string(err)
-  local n = err:match("^line (%d+): ")
-  if not n then error("error does not start with 'line N: ': " .. err, 2) end
-  if line then
-    if tonumber(n) ~= line then
-      error(("expected the error on line %d, got: %s"):format(line, err), 2)
-    end
-  end
-  return err
+  return H.rejects(body, TEXT, line or false)
 end
 
 -- Parses a body that must hold exactly one sample and returns it.
@@ -63,11 +37,7 @@ local function one(body)
   return series[1], meta
 end
 
-local function count_keys(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count_keys = H.count_keys
 
 describe("text 0.0.4 (default mode)", function()
 

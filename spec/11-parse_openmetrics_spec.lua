@@ -17,44 +17,17 @@
 -- UNIT must be a "_"-suffix of the family name, label set: comma or '}'
 -- after each value (free trailing comma allowed), "# EOF" must end the data.
 
-local function load_parse()
-  local ok, m = pcall(require, "promscrape")
-  if ok and type(m) == "table" and type(m.parse) == "function" then
-    return m.parse
-  end
-  return require("promscrape.core").parse
-end
-local parse = load_parse()
-
-local OM = "application/openmetrics-text; version=1.0.0"
-local STRICT = { strict = true }
+local H = require("spec.support.parse_helpers")
+local parse = H.parse
+local OM, STRICT = H.OM, H.STRICT
 
 local function accepts(body, opts)
-  local series, meta = parse(body, OM, opts)
-  if series == nil then
-    error(("expected %q to parse%s, got error: %s"):format(body,
-      opts and opts.strict and " (strict)" or "", tostring(meta)), 2)
-  end
-  assert.is_table(series)
-  assert.is_table(meta)
-  return series, meta
+  return H.accepts(body, OM, opts)
 end
 
--- line: expected line number in "line N: ..."; false to only check the shape.
+-- line: expected line number in "line N: ..."; false/nil: only the shape.
 local function rejects(body, line, opts)
-  local series, err = parse(body, OM, opts)
-  if series ~= nil then
-    error(("expected %q to be rejected%s, but it parsed into %d series"):format(body,
-      opts and opts.strict and " (strict)" or "",
-      type(series) == "table" and #series or -1), 2)
-  end
-  assert.is_string(err)
-  local n = err:match("^line (%d+): ")
-  if not n then error("error does not start with 'line N: ': " .. err, 2) end
-  if line and tonumber(n) ~= line then
-    error(("expected the error on line %d, got: %s"):format(line, err), 2)
-  end
-  return err
+  return H.rejects(body, OM, line or false, opts)
 end
 
 -- Accepted by default mode, rejected by strict mode (on `line`).
@@ -82,11 +55,7 @@ local function one(body)
   return series[1], meta
 end
 
-local function count_keys(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count_keys = H.count_keys
 
 describe("OpenMetrics (default mode)", function()
 

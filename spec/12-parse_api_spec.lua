@@ -20,40 +20,9 @@ end
 local parse, facade = load_parse()
 local core = require("promscrape.core")
 
-local TEXT = "text/plain; version=0.0.4"
-local OM = "application/openmetrics-text; version=1.0.0"
-
-local function accepts(body, ct, opts)
-  local series, meta = parse(body, ct, opts)
-  if series == nil then
-    error(("expected %q to parse as %s, got error: %s"):format(body, tostring(ct), tostring(meta)), 2)
-  end
-  assert.is_table(series)
-  assert.is_table(meta)
-  return series, meta
-end
-
-local function rejects(body, ct, line, opts)
-  local series, err = parse(body, ct, opts)
-  if series ~= nil then
-    error(("expected %q to be rejected as %s"):format(body, tostring(ct)), 2)
-  end
-  assert.is_string(err)
-  if line ~= nil then
-    local n = err:match("^line (%d+): ")
-    if not n then error("error does not start with 'line N: ': " .. err, 2) end
-    if line and tonumber(n) ~= line then
-      error(("expected the error on line %d, got: %s"):format(line, err), 2)
-    end
-  end
-  return err
-end
-
-local function count_keys(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local H = require("spec.support.parse_helpers")
+local TEXT, OM = H.TEXT, H.OM
+local accepts, rejects, count_keys = H.accepts, H.rejects, H.count_keys
 
 -- An OM-only body: rejected by the text parser, accepted by OpenMetrics.
 local OM_ONLY = 'a_total 1 # {t="x"} 2\n# EOF\n'
