@@ -5,6 +5,9 @@
 --   srv:url("/metrics")       -> "http://127.0.0.1:<port>/metrics"
 --   srv:tls_url("/metrics")   -> "https://127.0.0.1:<tlsport>/metrics"
 --   srv.ca_file               -- the self-signed CA that signed the TLS cert
+--   server.start{ untrusted = true }: one more TLS listener whose certificate
+--   is self-signed, trusted by nobody unless given as its own CA:
+--   srv:untrusted_url("/metrics"), srv.untrusted_cert
 --   srv:hits("/metrics")      -- requests seen for that path (via /hits)
 --   srv:stop()                -- in teardown(): kills by pid, removes files
 --
@@ -78,6 +81,16 @@ local function make_tls(dir)
   return dir .. "/ca.crt", dir .. "/server.crt", dir .. "/server.key"
 end
 
+--- A self-signed certificate (its own issuer, no CA) for 127.0.0.1.
+local function make_self_signed(dir)
+  local q = "'" .. dir .. "'"
+  local cmd = NOPRELOAD .. "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+    .. " -nodes -keyout " .. q .. "/self.key -out " .. q .. "/self.crt -days 1"
+    .. " -subj '/CN=127.0.0.1' -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost'"
+  assert(sh(cmd .. " >/dev/null 2>&1"), "openssl failed: " .. cmd)
+  return dir .. "/self.crt", dir .. "/self.key"
+end
+
 local Server = {}
 Server.__index = Server
 
@@ -87,6 +100,10 @@ end
 
 function Server:tls_url(path)
   return "https://127.0.0.1:" .. self.tls_port .. (path or "/metrics")
+end
+
+function Server:untrusted_url(path)
+  return "https://127.0.0.1:" .. self.untrusted_port .. (path or "/metrics")
 end
 
 function Server:address()
@@ -120,7 +137,8 @@ function Server:stop()
   end
 end
 
---- Starts a server. opts.tls: also a TLS listener; opts.lifetime: seconds.
+--- Starts a server. opts.tls: also a TLS listener; opts.untrusted: a TLS
+-- listener with a self-signed certificate; opts.lifetime: seconds.
 -- Raises if it is not ready within 10 seconds.
 function M.start(opts)
   opts = opts or {}
@@ -130,6 +148,11 @@ function M.start(opts)
   if opts.tls then
     self.ca_file, self.cert_file, self.key_file = make_tls(dir)
     args = args .. " --cert '" .. self.cert_file .. "' --key '" .. self.key_file .. "'"
+  end
+  if opts.untrusted then
+    local crt, key = make_self_signed(dir)
+    self.untrusted_cert = crt
+    args = args .. " --untrusted-cert '" .. crt .. "' --untrusted-key '" .. key .. "'"
   end
   assert(sh(NOPRELOAD .. PYTHON .. " '" .. here .. "/server.py'" .. args
     .. " >'" .. dir .. "/log' 2>&1 &"), "cannot start server.py")
@@ -142,6 +165,7 @@ function M.start(opts)
   assert(line and line:match("PID"), "server.py did not start: " .. tostring(read(dir .. "/log")))
   local port, tls_port, pid = line:match("PORT (%d+) TLSPORT (%d+) PID (%d+)")
   self.port, self.tls_port, self.pid = tonumber(port), tonumber(tls_port), tonumber(pid)
+  self.untrusted_port = tonumber(line:match("UNTRUSTEDPORT (%d+)"))
   -- Ready means listening; make sure it answers before the specs run.
   for _ = 1, 100 do
     if self:get("/hits?path=/") == "0" then return self end

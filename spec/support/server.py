@@ -5,12 +5,15 @@ Python 3 standard library only. Listens on 127.0.0.1 only, and exits by
 itself after --lifetime seconds (default 600), so a crashed test run leaves
 nothing behind for long.
 
-    server.py [--port N] [--tls-port N --cert F --key F] [--lifetime S]
+    server.py [--port N] [--tls-port N --cert F --key F]
+              [--untrusted-cert F --untrusted-key F] [--lifetime S]
               [--ready FILE]
 
 Port 0 (the default) lets the kernel choose. Once listening, the server
-writes "PORT <n> TLSPORT <m> PID <p>" (m = 0 without TLS) as one line to --ready (or
-stdout), then serves until killed or until its lifetime ends.
+writes "PORT <n> TLSPORT <m> PID <p> UNTRUSTEDPORT <u>" (m, u = 0 without
+that listener) as one line to --ready (or stdout), then serves until killed
+or until its lifetime ends. --untrusted-cert/--untrusted-key add one more
+TLS listener, for a certificate no scrape trusts (a self-signed one).
 
 Paths (query strings select variants; every response is HTTP/1.1):
   /metrics            text 0.0.4, a few families with HELP/TYPE
@@ -35,6 +38,33 @@ Paths (query strings select variants; every response is HTTP/1.1):
                       request_header{name="<lowercase>",value="<value>"} 1
   /hits?path=P        how many times P (path with query) was requested;
                       not counted itself
+
+Hostile targets (issue 8: spec/80-hostile_targets_spec.lua):
+  /trickle?bytes=N    Content-Length N (default: /metrics' length), then
+                      /metrics' bytes one per second
+  /bomb               gzip bomb: ~1 MB of gzip that inflates to 1 GiB of
+                      comment lines (built on first use, then kept);
+                      ?layers=2 gzips it once more (~2.5 KB on the wire,
+                      Content-Encoding: gzip, gzip); ?prepare=1 only builds
+                      it and answers "ok"
+  /corruptgzip        a gzip body whose deflate data is damaged mid-stream
+  /loop               301 to itself, forever
+  /longline?bytes=N&kind=K
+                      one line of N bytes (default 1 MiB): K = value (a
+                      label value, default), name (a metric name) or comment
+                      (a comment line, then the series after_long_line 1)
+  /manylabels?n=N     one series with N labels (default 100000), l0 .. lN-1
+                      in numeric (not sorted) order
+  /tiny?n=N           N series t0 .. tN-1 (default 10 million, ~110 MB),
+                      generated while sent (chunked), never held in memory
+  /badutf8?where=W    invalid UTF-8 in a label value (W = value, default) or
+                      in HELP text (W = help)
+  /nul?where=W        NUL bytes: at the start of a line between two series
+                      (W = line, default), inside a label value (value), or
+                      after the last line (trailing)
+  /ctype?type=T       /metrics with Content-Type T; type=none sends no
+                      Content-Type header at all
+  /empty?type=T       status 200, an empty body (Content-Type as /ctype)
 """
 
 import argparse
@@ -46,6 +76,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -95,6 +126,60 @@ def hit(key):
         return HITS[key]
 
 
+MIB = 1 << 20
+BOMB = {}  # layers -> body, built once per process
+BOMB_LOCK = threading.Lock()  # not LOCK: /hits must not wait for a build
+
+
+def bomb(layers):
+    """A gzip member that inflates to 1 GiB of comment lines, 1 MiB each.
+
+    Compressing 1 GiB takes seconds, so one 1 MiB segment is deflated and
+    ended with a full flush (which resets the history: the segment depends
+    on nothing before it) and repeated; only the CRC-32 reads the whole
+    GiB (~0.6 s). gzip.compress of the result nests it once more.
+    """
+    with BOMB_LOCK:
+        if layers in BOMB:
+            return BOMB[layers]
+        seg = b"#" + b" " * (MIB - 2) + b"\n"
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate
+        block = c.compress(seg) + c.flush(zlib.Z_FULL_FLUSH)
+        n = 1024
+        crc = 0
+        for _ in range(n):
+            crc = zlib.crc32(seg, crc)
+        last = zlib.compressobj(9, zlib.DEFLATED, -15).flush()  # final block
+        body = (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + block * n + last
+                + struct.pack("<II", crc, (n * MIB) & 0xFFFFFFFF))
+        for _ in range(1, layers):
+            body = gzip.compress(body, 9)
+        BOMB[layers] = body
+        return body
+
+
+def corrupt_gzip():
+    """Valid gzip header, then deflate data with bytes flipped mid-stream."""
+    z = bytearray(gzip.compress(METRICS * 20, 6))
+    for i in range(len(z) // 2, len(z) // 2 + 8):
+        z[i] ^= 0xFF
+    return bytes(z)
+
+
+def long_line(n, kind):
+    if kind == "name":
+        return b"l" * max(n - 3, 1) + b" 1\n"
+    if kind == "comment":
+        return b"# " + b"x" * max(n - 3, 0) + b"\nafter_long_line 1\n"
+    head = b'long_line{v="'
+    return head + b"x" * max(n - len(head) - 5, 0) + b'"} 1\n'
+
+
+def many_labels(n):
+    return (b"many_labels{" + b",".join(b'l%d="v"' % i for i in range(n))
+            + b"} 1\n")
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "promscrape-spec/1"
@@ -104,7 +189,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def send(self, code, body, ctype=TEXT_CT, headers=None):
         self.send_response(code)
-        self.send_header("Content-Type", ctype)
+        if ctype is not None:  # None: no Content-Type header at all
+            self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -204,8 +290,84 @@ class Handler(BaseHTTPRequestHandler):
                 lines.append('request_header{name="%s",value="%s"} 1\n'
                              % (k.lower(), v))
             self.send(200, "".join(lines).encode())
+        elif path == "/trickle":
+            self.trickle(int(q.get("bytes", str(len(METRICS)))))
+        elif path == "/bomb":
+            body = bomb(int(q.get("layers", "1")))
+            if q.get("prepare"):
+                self.send(200, b"ok\n")
+            else:
+                enc = ", ".join(["gzip"] * int(q.get("layers", "1")))
+                self.send(200, body, TEXT_CT, {"Content-Encoding": enc})
+        elif path == "/corruptgzip":
+            self.send(200, corrupt_gzip(), TEXT_CT,
+                      {"Content-Encoding": "gzip"})
+        elif path == "/loop":
+            self.send(301, b"", TEXT_CT, {"Location": "/loop"})
+        elif path == "/longline":
+            self.send(200, long_line(int(q.get("bytes", str(MIB))),
+                                     q.get("kind", "value")))
+        elif path == "/manylabels":
+            self.send(200, many_labels(int(q.get("n", "100000"))))
+        elif path == "/tiny":
+            self.tiny(int(q.get("n", "10000000")))
+        elif path == "/badutf8":
+            if q.get("where") == "help":
+                body = b"# HELP bad_help caf\xe9 \xff\xfe\nbad_help 1\n"
+            else:
+                body = b'bad_utf8{v="caf\xe9 \xff\xfe"} 1\n'
+            self.send(200, b"before_bad 1\n" + body)
+        elif path == "/nul":
+            where = q.get("where", "line")
+            if where == "value":
+                body = b'nul_value{v="a\x00b"} 1\n'
+            elif where == "trailing":
+                body = b"before_nul 1\n\x00\x00\x00\x00"
+            else:
+                body = b"before_nul 1\n\x00after_nul 2\n"
+            self.send(200, body)
+        elif path == "/ctype":
+            t = q.get("type", TEXT_CT)
+            self.send(200, METRICS, None if t == "none" else t)
+        elif path == "/empty":
+            t = q.get("type", TEXT_CT)
+            self.send(200, b"", None if t == "none" else t)
         else:
             self.send(404, b"not found\n")
+
+
+    def trickle(self, n):
+        """Content-Length n, then one byte per second until n bytes are
+        sent or the client hangs up (bounded by METRICS' length)."""
+        self.send_response(200)
+        self.send_header("Content-Type", TEXT_CT)
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        try:
+            for i in range(min(n, len(METRICS))):
+                self.wfile.write(METRICS[i:i + 1])
+                self.wfile.flush()
+                time.sleep(1.0)
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def tiny(self, n):
+        """n series t<i> 1, generated while sent in chunks of 64k lines
+        (chunked transfer encoding: the length is never known up front)."""
+        self.send_response(200)
+        self.send_header("Content-Type", TEXT_CT)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        step = 65536
+        try:
+            for a in range(0, n, step):
+                chunk = b"".join([b"t%d 1\n" % i
+                                  for i in range(a, min(n, a + step))])
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client stopped reading: the limit, a timeout
+            self.close_connection = True
 
 
 class Server(ThreadingHTTPServer):
@@ -220,24 +382,31 @@ def main():
     ap.add_argument("--tls-port", type=int, default=None)
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--untrusted-cert")
+    ap.add_argument("--untrusted-key")
     ap.add_argument("--lifetime", type=float, default=600.0)
     ap.add_argument("--ready")
     a = ap.parse_args()
 
     servers = [Server(("127.0.0.1", a.port), Handler)]
-    tls_port = 0
-    if a.cert:
-        tls = Server(("127.0.0.1", a.tls_port or 0), Handler)
+
+    def tls_listener(port, cert, key):
+        tls = Server(("127.0.0.1", port), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(a.cert, a.key)
+        ctx.load_cert_chain(cert, key)
         tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
         servers.append(tls)
-        tls_port = tls.server_address[1]
+        return tls.server_address[1]
+
+    tls_port = tls_listener(a.tls_port or 0, a.cert, a.key) if a.cert else 0
+    untrusted_port = 0
+    if a.untrusted_cert:
+        untrusted_port = tls_listener(0, a.untrusted_cert, a.untrusted_key)
     for s in servers:
         threading.Thread(target=s.serve_forever, daemon=True).start()
 
-    line = "PORT %d TLSPORT %d PID %d\n" % (servers[0].server_address[1],
-                                          tls_port, os.getpid())
+    line = "PORT %d TLSPORT %d PID %d UNTRUSTEDPORT %d\n" % (
+        servers[0].server_address[1], tls_port, os.getpid(), untrusted_port)
     if a.ready:
         tmp = a.ready + ".tmp"
         with open(tmp, "w") as f:
