@@ -130,6 +130,15 @@ describe("promscrape.config", function()
       assert.is_nil((config.parse_bytes("MB")))
       assert.is_nil((config.parse_bytes("")))
     end)
+    it("body_size_limit defaults to 64 MiB; an explicit 0 means no limit", function()
+      local cfg = ok_parse(job())
+      assert.equal(67108864, cfg.global.body_size_limit)
+      assert.equal(67108864, cfg.scrape_configs[1].body_size_limit)
+      cfg = ok_parse("global:\n  body_size_limit: 0\n" .. job())
+      assert.equal(0, cfg.scrape_configs[1].body_size_limit)
+      cfg = ok_parse("global:\n  body_size_limit: 0\n" .. job("    body_size_limit: 1GiB\n"))
+      assert.equal(1073741824, cfg.scrape_configs[1].body_size_limit)
+    end)
     it("body_size_limit takes units or a plain integer, as bytes", function()
       local cfg = ok_parse("global:\n  body_size_limit: 10MB\n" .. job("    body_size_limit: 1024\n"))
       assert.equal(10485760, cfg.global.body_size_limit)
@@ -186,7 +195,7 @@ describe("promscrape.config", function()
       local g = ok_parse("").global
       assert.same({
         scrape_interval = "1m", scrape_timeout = "10s", evaluation_interval = "1m",
-        rule_query_offset = "0s", external_labels = {}, body_size_limit = 0,
+        rule_query_offset = "0s", external_labels = {}, body_size_limit = 64 * 1024 * 1024,
         sample_limit = 0, target_limit = 0, label_limit = 0, label_name_length_limit = 0,
         label_value_length_limit = 0, keep_dropped_targets = 0,
         metric_name_validation_scheme = "utf8", metric_name_escaping_scheme = "allow-utf-8",
@@ -205,7 +214,7 @@ describe("promscrape.config", function()
         scrape_native_histograms = false, always_scrape_classic_histograms = false,
         convert_classic_histograms_to_nhcb = false, extra_scrape_metrics = false,
         metrics_path = "/metrics", scheme = "http", enable_compression = true,
-        body_size_limit = 0, sample_limit = 0, target_limit = 0, label_limit = 0,
+        body_size_limit = 64 * 1024 * 1024, sample_limit = 0, target_limit = 0, label_limit = 0,
         label_name_length_limit = 0, label_value_length_limit = 0,
         native_histogram_bucket_limit = 0, native_histogram_min_bucket_factor = 0,
         keep_dropped_targets = 0, metric_name_validation_scheme = "utf8",

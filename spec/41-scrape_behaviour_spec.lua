@@ -330,6 +330,35 @@ describe("scrape behaviour", function()
       assert.not_matches("nope%-secret", t.last_error)
     end)
 
+    it("re-reads a rotated bearer_token_file without a reload; a missing file fails the scrape", function()
+      local tf = dir .. "/rotating-token"
+      local function put(s)
+        local f = assert(io.open(tf, "w"))
+        f:write(s)
+        f:close()
+      end
+      put("stale-t0ken\n")
+      local m, t = scrape("rotate", { metrics_path = "/bearer", bearer_token_file = tf })
+      assert.equal("down", t.health)
+      assert.matches("401", t.last_error)
+      put("tok3n\n") -- the token the server wants, no reload
+      local n = t.scrapes
+      assert.truthy(H.wait(m, function()
+        local tt = H.target(m, "rotate")
+        return tt.scrapes > n and tt.health == "up"
+      end), "rotated token not used")
+      os.remove(tf)
+      n = H.target(m, "rotate").scrapes
+      assert.truthy(H.wait(m, function()
+        local tt = H.target(m, "rotate")
+        return tt.scrapes > n and tt.health == "down"
+      end), "missing token file did not fail the scrape")
+      t = H.target(m, "rotate")
+      assert.matches("cannot read", t.last_error, 1, true)
+      assert.matches(tf, t.last_error, 1, true)
+      assert.not_matches("tok3n", t.last_error, 1, true)
+    end)
+
     it("verifies TLS against a CA made by the test", function()
       local tls = "127.0.0.1:" .. srv.tls_port
       local m = manager()

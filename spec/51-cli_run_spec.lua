@@ -274,6 +274,47 @@ scrape_configs:
     assert.matches("--listen " .. srv:address(), err, 1, true)
   end)
 
+  it("shows no secret in logs, /api/v1/targets, /metrics or /federate (SECURITY.md)", function()
+    if not has("listen") then
+      pending("the engine has no m:listen in this build")
+      return
+    end
+    local tok = tmp .. "/token"
+    write(tok, "tok-hunter3\n")
+    local cfg = config("secrets-listen.yml", ([[
+global: {scrape_interval: 1s}
+scrape_configs:
+  - job_name: basic
+    basic_auth: {username: alice, password: wrong-hunter2}
+    metrics_path: /basic
+    static_configs: [{targets: ["%s"]}]
+  - job_name: tokfile
+    bearer_token_file: %s
+    metrics_path: /bearer
+    static_configs: [{targets: ["%s"]}]
+  - job_name: proxied
+    proxy_url: http://bob:proxy-hunter4@127.0.0.1:1
+    static_configs: [{targets: ["%s"]}]
+]]):format(srv:address(), tok, srv:address(), srv:address()))
+    local h = bg("secrets", cfg, "--duration", "8", "--listen", "127.0.0.1:0")
+    local out = assert(h.until_out("msg=listening", 5), h.err())
+    local addr = out:match("msg=listening address=(%S+)")
+    assert.truthy(h.until_out("job=proxied", 5), h.err())
+    local seen = {}
+    for _, path in ipairs { "/api/v1/targets", "/metrics", "/federate" } do
+      seen[#seen + 1] = curl("http://" .. addr .. path)
+    end
+    assert.matches('"scrapePool":"tokfile"', seen[1], 1, true)
+    h.kill("TERM")
+    assert.equal(0, h.wait(10))
+    seen[#seen + 1] = h.out() .. h.err()
+    for _, text in ipairs(seen) do
+      for _, secret in ipairs { "hunter2", "hunter3", "hunter4" } do
+        assert.is_nil(text:find(secret, 1, true), secret .. " shown in: " .. text:sub(1, 300))
+      end
+    end
+  end)
+
   it("reads a bare :PORT or PORT as 127.0.0.1:PORT", function()
     local cli_run = require "promscrape.cli.run"
     assert.equal("127.0.0.1:9099", cli_run._listen_address(":9099"))

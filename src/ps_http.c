@@ -5,6 +5,7 @@
 #include "ps_http.h"
 
 #include <poll.h>
+#include <sys/stat.h>
 
 #include <curl/curl.h>
 
@@ -21,6 +22,9 @@
 #define MIN_MAX_CONNECTS 100L
 #define MAX_REDIRECTS 10L
 #define MAX_SECRETS 4
+/* A secret file bigger than this is a mistake (a key pasted as a token
+ * file, say), not a credential: refuse it rather than send it. */
+#define MAX_SECRET_FILE 65536
 
 /* 1 if libcurl refused the option (out of memory or a missing feature) */
 #define SETOPT(c, opt, val) (curl_easy_setopt((c), (opt), (val)) != CURLE_OK)
@@ -33,6 +37,7 @@ struct ps_http {
     long maxconn_fixed; /* ps_http_opts.max_connects; 0: automatic */
     long maxconn;       /* CURLMOPT_MAXCONNECTS as set */
     size_t nreqs;       /* live requests */
+    char *unix_socket;  /* owned copy of opts.test_unix_socket, or NULL */
 };
 
 struct ps_http_req {
@@ -43,6 +48,18 @@ struct ps_http_req {
     struct curl_slist *headers;    /* owned (curl's allocator), used by easy */
     struct curl_slist *connect_to; /* owned: tls server_name redirection */
     char *secrets[MAX_SECRETS];    /* owned copies, only for redaction */
+    struct secret_file {           /* opts.*_file; path NULL when none */
+        char *path;                /* owned */
+        const char *field;         /* static: the option's name */
+        int is_password;           /* else Authorization credentials */
+        char *auth_type;           /* owned: "Bearer" unless set */
+        char *value;               /* owned: the last content read */
+        int known;                 /* 1 when the identity below is valid */
+        dev_t dev;
+        ino_t ino;
+        off_t size;
+        struct timespec mtim;
+    } sf;
     long timeout_ms;
     size_t limit; /* 0: none */
     /* body buffer: reused across scrapes, capped at limit + 1 (the NUL) */
@@ -115,6 +132,14 @@ int ps_http_new(struct ps_http **out, const struct ps_http_opts *o,
         goto fail;
     }
     h->maxconn_fixed = (o && o->max_connects > 0) ? o->max_connects : 0;
+    if (o != NULL && o->test_unix_socket != NULL) {
+        h->unix_socket = ps_strndup(o->test_unix_socket,
+                                    strlen(o->test_unix_socket));
+        if (h->unix_socket == NULL) {
+            rc = PS_ENOMEM;
+            goto fail;
+        }
+    }
     h->maxconn = maxconn;
     *out = h;
     return PS_OK;
@@ -163,6 +188,7 @@ void ps_http_free(struct ps_http *h)
     }
     if (h->multi != NULL)
         curl_multi_cleanup(h->multi);
+    ps_free(h->unix_socket);
     ps_free(h);
 }
 
@@ -364,6 +390,14 @@ static int classify(struct ps_http_req *r, CURLcode cc, long status,
         set_msg(r, "gzip: %s", z);
         return PS_EPARSE;
     }
+    case CURLE_WRITE_ERROR:
+        /* Not on_write refusing (its flags are handled above), so curl's
+         * decoder: bytes after the end of the gzip stream (its
+         * process_trailer), e.g. a second gzip member, which libcurl does
+         * not decode (Go's reader does). curl leaves no message, and its
+         * generic one blames the disk. */
+        set_msg(r, "gzip: unexpected data after the compressed body");
+        return PS_EPARSE;
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
         if (oserr == ECONNRESET)
@@ -475,6 +509,9 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
 }
 
 /* The part of a start shared by GET and POST. */
+/* Secret files (below, next to the option handling) are re-read here. */
+static int refresh_secret(struct ps_http_req *r, struct ps_err *e);
+
 static int start(struct ps_http_req *r, ps_http_done_fn done, void *ud,
                  struct ps_err *e)
 {
@@ -522,6 +559,8 @@ int ps_http_start(struct ps_http_req *r, ps_http_done_fn done, void *ud,
 {
     int rc = check_startable(r, 0, e);
 
+    if (rc == PS_OK)
+        rc = refresh_secret(r, e);
     return rc != PS_OK ? rc : start(r, done, ud, e);
 }
 
@@ -530,6 +569,8 @@ int ps_http_start_post(struct ps_http_req *r, const void *body, size_t len,
 {
     int rc = check_startable(r, 1, e);
 
+    if (rc == PS_OK)
+        rc = refresh_secret(r, e);
     if (rc != PS_OK)
         return rc;
     /* size first, so curl never strlen()s the (binary) body */
@@ -847,6 +888,206 @@ static int tls_version(const char *v, long *out)
     return PS_OK;
 }
 
+/* ---- secrets kept in files ---------------------------------------------- */
+
+/* Replaces (or adds) the redaction copy of a secret: the old value is
+ * wiped, since it may still be valid elsewhere. */
+static int swap_secret(struct ps_http_req *r, const char *old, const char *s)
+{
+    int i;
+
+    for (i = 0; old != NULL && i < MAX_SECRETS; i++) {
+        if (r->secrets[i] != NULL && strcmp(r->secrets[i], old) == 0) {
+            memset(r->secrets[i], 0, strlen(r->secrets[i]));
+            ps_free(r->secrets[i]);
+            r->secrets[i] = NULL;
+            break;
+        }
+    }
+    return add_secret(r, s);
+}
+
+/* Reads and trims (Go's strings.TrimSpace, as Prometheus) a secret file
+ * into *out (ps_malloc'ed, caller frees). PS_OK, PS_EIO, PS_ELIMIT,
+ * PS_ENOMEM; the message names the file, never the content. */
+static int read_secret_file(const struct secret_file *sf, char **out,
+                            struct ps_err *e)
+{
+    char *buf = ps_malloc(MAX_SECRET_FILE + 1);
+    size_t n, s = 0;
+    FILE *f;
+
+    if (buf == NULL)
+        return ps_err_set(e, PS_ENOMEM, "http: %s: out of memory", sf->field);
+    f = fopen(sf->path, "rb");
+    if (f == NULL) {
+        ps_free(buf);
+        return ps_err_set(e, PS_EIO, "http: %s: cannot read \"%s\": %s",
+                          sf->field, sf->path, strerror(errno));
+    }
+    n = fread(buf, 1, MAX_SECRET_FILE + 1, f);
+    fclose(f);
+    if (n > MAX_SECRET_FILE) {
+        memset(buf, 0, MAX_SECRET_FILE + 1);
+        ps_free(buf);
+        return ps_err_set(e, PS_ELIMIT, "http: %s: \"%s\" is over %d bytes",
+                          sf->field, sf->path, MAX_SECRET_FILE);
+    }
+    while (n > 0 && strchr(" \t\r\n\v\f", buf[n - 1]) != NULL)
+        n--;
+    while (s < n && strchr(" \t\r\n\v\f", buf[s]) != NULL)
+        s++;
+    memmove(buf, buf + s, n - s);
+    buf[n - s] = '\0';
+    *out = buf;
+    return PS_OK;
+}
+
+/* Puts the Authorization line in place of the old one: a fresh list keeps
+ * the other headers in their order, then replaces the easy handle's. */
+static int set_auth_header(struct ps_http_req *r, const char *type,
+                           const char *cred)
+{
+    struct curl_slist *n = NULL, *l, *it;
+    size_t len = strlen(type) + strlen(cred) + sizeof("Authorization:  ");
+    char *line = ps_malloc(len);
+    int found = 0;
+
+    if (line == NULL)
+        return PS_ENOMEM;
+    snprintf(line, len, "Authorization: %s %s", type, cred);
+    for (it = r->headers; it != NULL; it = it->next) {
+        int auth = strncasecmp(it->data, "Authorization:", 14) == 0;
+        l = curl_slist_append(n, auth ? line : it->data);
+        if (l == NULL)
+            goto oom;
+        n = l;
+        found |= auth;
+    }
+    if (!found) {
+        if ((l = curl_slist_append(n, line)) == NULL)
+            goto oom;
+        n = l;
+    }
+    if (SETOPT(r->easy, CURLOPT_HTTPHEADER, n))
+        goto oom;
+    curl_slist_free_all(r->headers);
+    r->headers = n;
+    memset(line, 0, len);
+    ps_free(line);
+    return PS_OK;
+oom:
+    curl_slist_free_all(n);
+    memset(line, 0, len);
+    ps_free(line);
+    return PS_ENOMEM;
+}
+
+/* Before each transfer: re-reads the secret file if it changed since the
+ * last read (one stat per scrape, not one read). On failure the transfer
+ * does not start and the next start tries again. */
+static int refresh_secret(struct ps_http_req *r, struct ps_err *e)
+{
+    struct secret_file *sf = &r->sf;
+    struct stat st;
+    char *v = NULL;
+    int rc;
+
+    if (sf->path == NULL)
+        return PS_OK;
+    if (stat(sf->path, &st) != 0) {
+        sf->known = 0;
+        return ps_err_set(e, PS_EIO, "http: %s: cannot read \"%s\": %s",
+                          sf->field, sf->path, strerror(errno));
+    }
+    if (sf->known && st.st_dev == sf->dev && st.st_ino == sf->ino &&
+        st.st_size == sf->size && st.st_mtim.tv_sec == sf->mtim.tv_sec &&
+        st.st_mtim.tv_nsec == sf->mtim.tv_nsec)
+        return PS_OK;
+    sf->known = 0;
+    if ((rc = read_secret_file(sf, &v, e)) != PS_OK)
+        return rc;
+    if (!sf->is_password && strpbrk(v, "\r\n") != NULL) {
+        rc = ps_err_set(e, PS_EINVAL,
+                        "http: %s: \"%s\" holds a line break inside",
+                        sf->field, sf->path);
+        goto done;
+    }
+    rc = swap_secret(r, sf->value, v);
+    if (rc == PS_OK)
+        rc = sf->is_password
+                 ? (SETOPT(r->easy, CURLOPT_PASSWORD, v) ? PS_ENOMEM : PS_OK)
+                 : set_auth_header(r, sf->auth_type, v);
+    if (rc != PS_OK) {
+        rc = ps_err_set(e, rc, "http: %s: out of memory", sf->field);
+        goto done;
+    }
+    if (sf->value != NULL) {
+        memset(sf->value, 0, strlen(sf->value));
+        ps_free(sf->value);
+    }
+    sf->value = v;
+    v = NULL;
+    sf->dev = st.st_dev;
+    sf->ino = st.st_ino;
+    sf->size = st.st_size;
+    sf->mtim = st.st_mtim;
+    sf->known = 1;
+done:
+    if (v != NULL) {
+        memset(v, 0, strlen(v));
+        ps_free(v);
+    }
+    return rc;
+}
+
+/* configure(): remembers which file holds the secret; read at start. */
+static int setup_secret_file(struct ps_http_req *r,
+                             const struct ps_http_req_opts *o,
+                             struct ps_err *e)
+{
+    struct secret_file *sf = &r->sf;
+    const char *path = o->basic_auth_password_file;
+
+    if (path != NULL) {
+        if (o->basic_auth_user == NULL || o->basic_auth_password != NULL ||
+            o->auth_credentials_file != NULL)
+            return ps_err_set(e, PS_EINVAL,
+                              "http: basic_auth password_file needs a "
+                              "user and no other secret");
+        sf->field = "basic_auth.password_file";
+        sf->is_password = 1;
+    } else if ((path = o->auth_credentials_file) != NULL) {
+        if (o->auth_credentials != NULL || o->basic_auth_user != NULL)
+            return ps_err_set(e, PS_EINVAL,
+                              "http: credentials_file with another secret");
+        sf->field = "authorization.credentials_file";
+        if (has_newline(o->auth_type))
+            return ps_err_set(e, PS_EINVAL,
+                              "http: header value contains a line break");
+        sf->auth_type = ps_strndup(o->auth_type ? o->auth_type : "Bearer",
+                                   strlen(o->auth_type ? o->auth_type
+                                                       : "Bearer"));
+        if (sf->auth_type == NULL)
+            return ps_err_set(e, PS_ENOMEM, "http: out of memory");
+    } else {
+        return PS_OK;
+    }
+    sf->path = ps_strndup(path, strlen(path));
+    return sf->path ? PS_OK : ps_err_set(e, PS_ENOMEM, "http: out of memory");
+}
+
+static void secret_file_cleanup(struct secret_file *sf)
+{
+    if (sf->value != NULL) {
+        memset(sf->value, 0, strlen(sf->value));
+        ps_free(sf->value);
+    }
+    ps_free(sf->path);
+    ps_free(sf->auth_type);
+    memset(sf, 0, sizeof(*sf));
+}
+
 /* All the options; a failing setopt means libcurl lacks a feature or memory. */
 static int configure(struct ps_http_req *r, const struct ps_http_req_opts *o,
                      struct ps_err *e)
@@ -879,6 +1120,8 @@ static int configure(struct ps_http_req *r, const struct ps_http_req_opts *o,
                               "single 'Name: value' line",
                               i + 1);
 
+    if ((rc = setup_secret_file(r, o, e)) != PS_OK)
+        return rc;
     /* secrets first, so every later message can be redacted */
     if ((rc = add_secret(r, o->basic_auth_password)) != PS_OK ||
         (rc = add_secret(r, o->auth_credentials)) != PS_OK)
@@ -925,6 +1168,11 @@ static int configure(struct ps_http_req *r, const struct ps_http_req_opts *o,
     fail |= SETOPT(c, CURLOPT_URL, url ? url : o->url);
     curl_free(url); /* curl copied it */
     url = NULL;
+    if (r->h->unix_socket != NULL) /* test seam, see ps_http_opts */
+        fail |= r->h->unix_socket[0] == '@'
+                    ? SETOPT(c, CURLOPT_ABSTRACT_UNIX_SOCKET,
+                             r->h->unix_socket + 1)
+                    : SETOPT(c, CURLOPT_UNIX_SOCKET_PATH, r->h->unix_socket);
     if (r->connect_to != NULL)
         fail |= SETOPT(c, CURLOPT_CONNECT_TO, r->connect_to);
     fail |= SETOPT(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -1036,6 +1284,7 @@ void ps_http_request_free(struct ps_http_req *r)
         curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
     curl_slist_free_all(r->connect_to);
+    secret_file_cleanup(&r->sf);
     for (i = 0; i < MAX_SECRETS; i++) {
         if (r->secrets[i] != NULL) {
             memset(r->secrets[i], 0, strlen(r->secrets[i]));

@@ -45,6 +45,16 @@ void ps_http_global_cleanup(void);
 struct ps_http_opts {
     long max_connects; /* connection cache size; 0: 100, grown to
                         * the number of live requests */
+    /*
+     * Test seam, for fuzzers and tests only (NULL in real use): a fake
+     * transport. When set, every connection of every request on this
+     * client, redirects to other hosts included, goes to this AF_UNIX
+     * stream socket instead of the URL's host and port, so no name is
+     * resolved and no TCP is used; what is sent (Host, path, scheme) is
+     * unchanged. A leading '@' names a Linux abstract socket ("@x" is
+     * "\0x"). Copied. See docs/http.md.
+     */
+    const char *test_unix_socket;
 };
 
 /* Creates a client. o may be NULL (defaults). PS_OK, PS_ENOMEM or PS_EIO;
@@ -89,6 +99,18 @@ struct ps_http_req_opts {
     const char *basic_auth_password;
     const char *auth_type;        /* NULL: "Bearer" */
     const char *auth_credentials; /* Authorization: <type> <credentials> */
+    /*
+     * The password or the credentials kept in a file instead (Prometheus's
+     * password_file, credentials_file, bearer_token_file). The file is read
+     * when a transfer starts and again whenever its inode, size or mtime
+     * changed, so a rotated secret is used without a reload, as Prometheus
+     * reads it per request. A file that cannot be read fails that transfer
+     * (ps_http_start: PS_EIO naming the file, never its content). The
+     * password file needs basic_auth_user; neither may be combined with the
+     * inline secret it replaces.
+     */
+    const char *basic_auth_password_file;
+    const char *auth_credentials_file;
     struct ps_http_tls_opts tls;
     const char *proxy_url;
     int disable_follow_redirects;
@@ -107,6 +129,13 @@ struct ps_http_req_opts {
 };
 
 #define PS_HTTP_ERRBODY_MAX 1024
+
+/* The body limit (decompressed bytes) a scrape or an http_get gets when
+ * the config says nothing: a gzip bomb or a runaway target stops here
+ * instead of taking the process's memory. Prometheus has no default limit;
+ * a config that sets body_size_limit: 0 explicitly still gets none.
+ * lua/promscrape/config.lua repeats this value for the global default. */
+#define PS_HTTP_DEFAULT_BODY_LIMIT ((size_t)64 << 20)
 
 /* Creates a request on h. PS_OK, PS_EINVAL (bad options: message says
  * which, without secrets), PS_ENOTSUP, PS_ENOMEM; *out only on success. */

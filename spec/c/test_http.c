@@ -712,6 +712,143 @@ static void test_http_auth(struct ps_engine *eng)
 }
 
 /* Requests from one client share the connection cache. */
+/* Writes s into path (replacing it); 0 on success. */
+static int write_file(const char *path, const char *s)
+{
+    FILE *f = fopen(path, "wb");
+    int rc;
+
+    if (f == NULL)
+        return -1;
+    rc = fputs(s, f) < 0;
+    return fclose(f) != 0 || rc ? -1 : 0;
+}
+
+/* Starts an existing request and runs the engine until it completes. */
+static int restart(struct ps_engine *eng, struct ps_http_req *r,
+                   struct got *g)
+{
+    struct ps_err e;
+    int rc;
+
+    memset(g, 0, sizeof(*g));
+    ps_err_init(&e);
+    rc = ps_http_start(r, on_done, g, &e);
+    if (rc != PS_OK) {
+        memcpy(g->err, e.msg, sizeof(g->err));
+        return rc;
+    }
+    run_until(eng, &g->done);
+    return g->rc;
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    for (; (hay = strstr(hay, needle)) != NULL; hay++)
+        n++;
+    return n;
+}
+
+/* password_file / credentials_file: re-read when the file changes, as
+ * Prometheus reads them per request, on one request reused across
+ * transfers (as a scrape loop does). */
+static void test_http_secret_files(struct ps_engine *eng)
+{
+    char dir[] = "/tmp/ps_secret_XXXXXX", path[64], url[256];
+    const char *extra[] = {"X-Test: yes", NULL};
+    struct ps_http_req_opts o;
+    struct ps_http_req *r = NULL;
+    struct ps_err e;
+    struct got g;
+    int rc;
+
+    if (mkdtemp(dir) == NULL) {
+        ok(0, "secret files: temporary directory");
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/token", dir);
+    ps_err_init(&e);
+
+    /* bearer token file, rotated twice */
+    write_file(path, "  " BEARER "\n");
+    memset(&o, 0, sizeof(o));
+    o.auth_credentials_file = path;
+    url_for(url, sizeof(url), "/bearer");
+    o.url = url;
+    rc = ps_http_request_new(ps_engine_http(eng), &r, &o, &e);
+    ok(rc == PS_OK, "secret files: request with credentials_file");
+    if (rc == PS_OK) {
+        ok(restart(eng, r, &g) == PS_OK && strcmp(g.body, "authorized") == 0,
+           "secret files: token read from the file (whitespace trimmed)");
+        write_file(path, "rotated-away-token\n");
+        ok(restart(eng, r, &g) == PS_EIO && g.status == 401,
+           "secret files: a changed file is read again at the next start");
+        write_file(path, BEARER);
+        ok(restart(eng, r, &g) == PS_OK && g.status == 200,
+           "secret files: and again when it changes back");
+        unlink(path);
+        rc = restart(eng, r, &g);
+        ok(rc == PS_EIO && strstr(g.err, path) != NULL &&
+               strstr(g.err, "credentials_file") != NULL && no_secret(g.err),
+           "secret files: a missing file fails the start, naming the file");
+        diag("missing file", g.err);
+        write_file(path, BEARER);
+        ok(restart(eng, r, &g) == PS_OK,
+           "secret files: a file that comes back is used again");
+    }
+    ps_http_request_free(r);
+    r = NULL;
+
+    /* the Authorization line is replaced, the other headers stay */
+    write_file(path, "first");
+    o.headers = extra;
+    url_for(url, sizeof(url), "/echo");
+    o.url = url;
+    o.auth_type = "Token";
+    if (ps_http_request_new(ps_engine_http(eng), &r, &o, &e) == PS_OK) {
+        restart(eng, r, &g);
+        write_file(path, "second-value");
+        restart(eng, r, &g);
+        ok(count_of(g.body, "Authorization: ") == 1 &&
+               strstr(g.body, "Authorization: Token second-value\r\n") &&
+               strstr(g.body, "X-Test: yes\r\n"),
+           "secret files: one Authorization line, the new one, extras kept");
+        write_file(path, "a\nb");
+        ok(restart(eng, r, &g) == PS_EINVAL && strstr(g.err, "line break"),
+           "secret files: a line break inside the credentials is refused");
+    } else {
+        ok(0, "secret files: request for /echo");
+    }
+    ps_http_request_free(r);
+    r = NULL;
+
+    /* basic auth password_file */
+    write_file(path, BASIC_PASS "\n");
+    memset(&o, 0, sizeof(o));
+    o.basic_auth_user = BASIC_USER;
+    o.basic_auth_password_file = path;
+    url_for(url, sizeof(url), "/basic");
+    o.url = url;
+    if (ps_http_request_new(ps_engine_http(eng), &r, &o, &e) == PS_OK) {
+        ok(restart(eng, r, &g) == PS_OK, "secret files: basic password_file");
+        write_file(path, "wrong");
+        ok(restart(eng, r, &g) == PS_EIO && g.status == 401,
+           "secret files: a rotated password file is used");
+    } else {
+        ok(0, "secret files: request with password_file");
+    }
+    ps_http_request_free(r);
+    r = NULL;
+    o.basic_auth_password = "inline";
+    ok(ps_http_request_new(ps_engine_http(eng), &r, &o, &e) == PS_EINVAL,
+       "secret files: password and password_file are exclusive");
+    ps_http_request_free(r);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_http_reuse(struct ps_engine *eng)
 {
     struct ps_http_req_opts o;
@@ -807,7 +944,10 @@ static void test_http_concurrency(struct ps_engine *eng)
     rc = ps_http_request_new(ps_engine_http(eng), &r[0], &o, NULL);
     if (rc == PS_OK)
         rc = ps_http_start(r[0], on_done, &g[0], NULL);
-    run_until(eng, &g[0].done);
+    if (rc == PS_OK)
+        run_until(eng, &g[0].done);
+    else
+        ps_http_request_free(r[0]); /* no callback will free it */
     ok(rc == PS_OK && g[0].done == 1 && g[0].rc == PS_OK,
        "callback: a request can free itself from its callback");
     r[0] = NULL;
@@ -1205,6 +1345,7 @@ int main(void)
     if (rc == PS_OK) {
         test_http_basic(eng);
         test_http_auth(eng);
+        test_http_secret_files(eng);
         test_http_reuse(eng);
         test_http_concurrency(eng);
         test_tls(eng);

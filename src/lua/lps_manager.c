@@ -611,7 +611,8 @@ static void read_global(lua_State *L, int t, int anchor,
     g->scrape_timeout_ms = opt_int(L, t, "scrape_timeout_ms", 0);
     g->scrape_protocols =
         opt_strings(L, t, "scrape_protocols", anchor, &g->n_scrape_protocols);
-    g->body_size_limit = (uint64_t)opt_int(L, t, "body_size_limit", 0);
+    g->body_size_limit = (uint64_t)opt_int(L, t, "body_size_limit",
+                                            (int64_t)g->body_size_limit);
     g->sample_limit = (uint64_t)opt_int(L, t, "sample_limit", 0);
     g->target_limit = (uint64_t)opt_int(L, t, "target_limit", 0);
     g->label_limit = (uint64_t)opt_int(L, t, "label_limit", 0);
@@ -1784,6 +1785,7 @@ static int lps_manager_http_get(lua_State *L)
     lua_Number tmo = 30;
 
     memset(&o, 0, sizeof(o));
+    o.body_size_limit = PS_HTTP_DEFAULT_BODY_LIMIT;
     o.url = luaL_checkstring(L, 2);
     if (lua_isnoneornil(L, 3))
         o_idx = 0;
@@ -1893,7 +1895,8 @@ static int lps_manager_http_get(lua_State *L)
         o.disable_follow_redirects =
             !opt_bool(L, o_idx, "follow_redirects", 1);
         o.disable_http2 = !opt_bool(L, o_idx, "enable_http2", 1);
-        o.body_size_limit = (size_t)opt_int(L, o_idx, "body_size_limit", 0);
+        o.body_size_limit = (size_t)opt_int(L, o_idx, "body_size_limit",
+                                            PS_HTTP_DEFAULT_BODY_LIMIT);
     }
     o.timeout_ms = (long)(tmo * 1000.0 + 0.5);
     g = calloc(1, sizeof(*g));
