@@ -215,6 +215,39 @@ scrape_configs:
     end)
   end)
 
+  describe("reload and the scrape cache", function()
+    -- Prometheus's reusableCache: a reload keeps a target's cache only when
+    -- nothing but the interval, timeout, sample_limit or HTTP client changed.
+    local function added_after_reload(m, job)
+      local n = H.target(m, job).scrapes
+      assert.truthy(H.wait(m, function() return H.target(m, job).scrapes >= n + 1 end))
+      return (H.value(m.store, "scrape_series_added", job))
+    end
+
+    it("keeps the cache when only sample_limit and the HTTP client change", function()
+      local m = manager()
+      assert(m:apply_config(H.config { H.job("keep", { srv:address() }) }))
+      assert.truthy(H.wait_scrapes(m, "keep", 2))
+      assert(m:apply_config(H.config { H.job("keep", { srv:address() },
+        { sample_limit = 1000, follow_redirects = false }) }))
+      assert.equal(0, added_after_reload(m, "keep"))
+    end)
+
+    it("starts a fresh cache when metric relabeling changes, so new rules apply to known series", function()
+      local m = manager()
+      local function job(v)
+        return H.job("fresh", { srv:address() }, { metric_relabel_configs = {
+          { target_label = "rule", replacement = v } } })
+      end
+      assert(m:apply_config(H.config { job("one") }))
+      assert.truthy(H.wait_scrapes(m, "fresh", 2))
+      assert.truthy(H.find(m.store, { __name__ = "http_requests_total", job = "fresh", rule = "one" }))
+      assert(m:apply_config(H.config { job("two") }))
+      assert.is_true(added_after_reload(m, "fresh") > 0)
+      assert.truthy(H.find(m.store, { __name__ = "http_requests_total", job = "fresh", rule = "two" }))
+    end)
+  end)
+
   describe("sync", function()
     it("feeds target sets to jobs, with group labels and sources", function()
       local m = manager()

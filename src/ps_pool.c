@@ -29,6 +29,7 @@ struct ps_pool_config {
     struct ps_strstore strs; /* every copied string */
     char *job;
     char *fingerprint;
+    char *cache_fp; /* the settings that change what a scrape stores */
     int64_t interval_ms, timeout_ms;
     struct ps_param *params;
     size_t n_params;
@@ -75,6 +76,7 @@ struct ps_pool {
 void ps_global_config_init(struct ps_global_config *g)
 {
     memset(g, 0, sizeof(*g));
+    g->body_size_limit = PS_HTTP_DEFAULT_BODY_LIMIT; /* see ps_http.h */
 }
 
 /* The four defaults that are true in Prometheus; the rest is zero. */
@@ -270,17 +272,25 @@ static int resolve(const struct ps_global_config *g,
     return PS_OK;
 }
 
-/* The canonical text of every setting that a reload compares. */
+/*
+ * The canonical text of every setting that a reload compares. With
+ * for_cache, only what changes the series a scrape stores: Prometheus's
+ * reusableCache/zeroConfig leave out the interval, the timeout,
+ * sample_limit and the HTTP client config, so a reload that changes only
+ * those keeps each target's scrape cache, and any other change (metric
+ * relabeling, honor_labels, label limits...) starts a fresh one.
+ */
 static int fingerprint(const struct ps_scrape_config *c,
-                       const struct resolved *r, char **out)
+                       const struct resolved *r, int for_cache, char **out)
 {
     const struct ps_http_client_config *h = &c->http_client;
     struct sbuf b = {NULL, 0, 0, 0};
     size_t i;
 
     sb_cstr(&b, "job", c->job_name);
-    sb_printf(&b, "iv:%lld;to:%lld;", (long long)r->interval_ms,
-              (long long)r->timeout_ms);
+    if (!for_cache)
+        sb_printf(&b, "iv:%lld;to:%lld;", (long long)r->interval_ms,
+                  (long long)r->timeout_ms);
     sb_cstr(&b, "path", c->metrics_path ? c->metrics_path : "/metrics");
     sb_cstr(&b, "scheme", c->scheme ? c->scheme : "http");
     sb_printf(&b, "params:%zu;", c->n_params);
@@ -299,7 +309,7 @@ static int fingerprint(const struct ps_scrape_config *c,
     sb_printf(&b,
               "lim:%llu,%llu,%llu,%llu,%llu,%llu,%llu;",
               (unsigned long long)r->body_size_limit,
-              (unsigned long long)r->sample_limit,
+              (unsigned long long)(for_cache ? 0 : r->sample_limit),
               (unsigned long long)r->target_limit,
               (unsigned long long)r->label_limit,
               (unsigned long long)r->label_name_length_limit,
@@ -318,6 +328,10 @@ static int fingerprint(const struct ps_scrape_config *c,
         sb_printf(&b, "%zu", c->metric_relabel_hooks[i].position);
         sb_cstr(&b, "=", c->metric_relabel_hooks[i].id);
     }
+    sb_printf(&b, "off:%lld;align:%lld;", (long long)c->scrape_offset_ms,
+              (long long)c->scrape_align_interval_ms);
+    if (for_cache)
+        goto done;
     sb_cstr(&b, "bau", h->basic_auth.username);
     sb_secret(&b, "bap", h->basic_auth.password);
     sb_cstr(&b, "bapf", h->basic_auth.password_file);
@@ -334,8 +348,7 @@ static int fingerprint(const struct ps_scrape_config *c,
     sb_printf(&b, "isv:%d;fr:%d;h2:%d;", !!h->tls_config.insecure_skip_verify,
               !!h->follow_redirects, !!h->enable_http2);
     sb_secret(&b, "proxy", h->proxy_url); /* may hold userinfo */
-    sb_printf(&b, "off:%lld;align:%lld;", (long long)c->scrape_offset_ms,
-              (long long)c->scrape_align_interval_ms);
+done:
     if (b.oom || b.p == NULL) {
         ps_free(b.p);
         return PS_ENOMEM;
@@ -353,7 +366,7 @@ int ps_scrape_config_fingerprint(const struct ps_global_config *g,
 
     if (rc != PS_OK)
         return rc;
-    rc = fingerprint(c, &r, out);
+    rc = fingerprint(c, &r, 0, out);
     return rc == PS_OK ? PS_OK : ps_err_set(e, rc, "fingerprint");
 }
 
@@ -362,30 +375,6 @@ int ps_scrape_config_fingerprint(const struct ps_global_config *g,
 static const char *sdup(struct ps_pool_config *pc, const char *s)
 {
     return s ? ps_strstore_dup(&pc->strs, s, strlen(s)) : NULL;
-}
-
-/* Reads a credentials file, trimming whitespace as Prometheus does. The
- * message names the file, never its content. */
-static int read_secret(struct ps_pool_config *pc, const char *job,
-                       const char *field, const char *path, const char **out,
-                       struct ps_err *e)
-{
-    char buf[8192];
-    size_t n, s = 0;
-    FILE *f = fopen(path, "rb");
-
-    if (f == NULL)
-        return ps_err_set(e, PS_EIO, "job '%s': %s: cannot read \"%s\": %s",
-                          job, field, path, strerror(errno));
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    while (n > 0 && strchr(" \t\r\n", buf[n - 1]) != NULL)
-        n--;
-    while (s < n && strchr(" \t\r\n", buf[s]) != NULL)
-        s++;
-    *out = ps_strstore_dup(&pc->strs, buf + s, n - s);
-    memset(buf, 0, sizeof(buf));
-    return *out ? PS_OK : ps_err_set(e, PS_ENOMEM, "job '%s'", job);
 }
 
 /* Frees n stored groups; NULL-safe and tolerates half-built arrays. */
@@ -470,6 +459,7 @@ static void pc_unref(struct ps_pool_config *pc)
     ps_relabel_scratch_free(pc->scratch);
     ps_free(pc->accept);
     ps_free(pc->fingerprint);
+    ps_free(pc->cache_fp);
     ps_free(pc->params);
     sgroups_free(pc->statics, pc->n_statics);
     ps_strstore_cleanup(&pc->strs);
@@ -618,28 +608,26 @@ static int http_opts(struct ps_pool_config *pc,
         o->basic_auth_user = sdup(pc, h->basic_auth.username
                                           ? h->basic_auth.username
                                           : "");
-        o->basic_auth_password = sdup(pc, h->basic_auth.password
-                                              ? h->basic_auth.password
-                                              : "");
+        /* a _file secret is read by ps_http at each scrape when the
+         * file changed, as Prometheus reads it per request */
         if (h->basic_auth.password_file)
-            rc = read_secret(pc, job, "basic_auth.password_file",
-                             h->basic_auth.password_file,
-                             &o->basic_auth_password, e);
+            o->basic_auth_password_file =
+                sdup(pc, h->basic_auth.password_file);
+        else
+            o->basic_auth_password = sdup(pc, h->basic_auth.password
+                                                  ? h->basic_auth.password
+                                                  : "");
     } else if (h->authorization.credentials ||
                h->authorization.credentials_file) {
         o->auth_type = sdup(pc, h->authorization.type);
         o->auth_credentials = sdup(pc, h->authorization.credentials);
-        if (h->authorization.credentials_file)
-            rc = read_secret(pc, job, "authorization.credentials_file",
-                             h->authorization.credentials_file,
-                             &o->auth_credentials, e);
+        o->auth_credentials_file =
+            sdup(pc, h->authorization.credentials_file);
     } else if (h->bearer_token || h->bearer_token_file) {
         /* bearer_token is authorization with type Bearer (ps_http's
          * default type) */
         o->auth_credentials = sdup(pc, h->bearer_token);
-        if (h->bearer_token_file)
-            rc = read_secret(pc, job, "bearer_token_file",
-                             h->bearer_token_file, &o->auth_credentials, e);
+        o->auth_credentials_file = sdup(pc, h->bearer_token_file);
     }
     if (rc != PS_OK)
         return rc;
@@ -663,6 +651,9 @@ static int http_opts(struct ps_pool_config *pc,
         (h->tls_config.min_version && !o->tls.min_version) ||
         (h->proxy_url && !o->proxy_url) ||
         (o->basic_auth_user == NULL && o->basic_auth_password != NULL) ||
+        (h->basic_auth.password_file && !o->basic_auth_password_file) ||
+        (h->authorization.credentials_file && !o->auth_credentials_file) ||
+        (h->bearer_token_file && !o->auth_credentials_file) ||
         (h->authorization.type && !o->auth_type))
         return ps_err_set(e, PS_ENOMEM, "job '%s'", job);
     return PS_OK;
@@ -689,7 +680,9 @@ int ps_pool_config_new(struct ps_pool_config **out,
         rc = ps_err_set(e, PS_ENOMEM, "job '%s'", c->job_name);
         goto fail;
     }
-    rc = fingerprint(c, &r, &pc->fingerprint);
+    rc = fingerprint(c, &r, 0, &pc->fingerprint);
+    if (rc == PS_OK)
+        rc = fingerprint(c, &r, 1, &pc->cache_fp);
     if (rc != PS_OK) {
         ps_err_set(e, rc, "job '%s'", pc->job);
         goto fail;
@@ -1050,10 +1043,12 @@ static int sync_targets(struct ps_pool *p, int restart, struct ps_err *e)
             } else {
                 struct ps_cache *cache = NULL;
                 if (k >= 0) {
-                    /* reload: same target, new settings, cache kept */
+                    /* reload: same target, new settings; the cache is
+                     * kept only if its entries still hold (fingerprint) */
                     struct active *old = &p->active[k];
                     ps_loop_stop(old->loop, 0);
-                    cache = ps_loop_take_cache(old->loop);
+                    if (strcmp(old->cfg->cache_fp, pc->cache_fp) == 0)
+                        cache = ps_loop_take_cache(old->loop);
                     ps_loop_free(old->loop);
                     pc_unref(old->cfg);
                     old->loop = NULL;
