@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# seed.sh -- builds the parse fuzzer's seed corpus in build/fuzz/corpus/parse/.
+# seed.sh -- builds the seed corpora in build/fuzz/corpus/ (parse, response).
 #
 # Sources: the OpenMetrics conformance cases (../shared/conformance/openmetrics/
 # */metrics) and the real captures (../shared/bench/real/*.prom). ../shared is
@@ -41,3 +41,35 @@ for f in ../shared/bench/real/*.prom; do
     n=$((n + 1))
 done
 echo "seeded $OUT: $n sources x 3 modes = $((n * 3)) inputs"
+
+# The response fuzzer (fuzz_response.c reads 3 option bytes, then responses
+# separated by SEP, each with its own option bytes): the same sources served
+# as built 200 responses, so the real formats reach the parser through
+# curl. A capture is cut at a line boundary to CUT bytes, so two scrapes
+# fit in run.sh's -max_len: the first gzipped with Content-Length, the
+# second a shorter cut, chunked (its missing series go stale). Option bytes
+# in octal: 041 = 2 scrapes + extra metrics; 220 = text + gzip; 020 = text,
+# 241 = chunked with 1601-byte chunks; 040 = OpenMetrics 1.0.0.
+ROUT=build/fuzz/corpus/response
+SEP='\n--8<--\n'
+CUT=24000
+mkdir -p "$ROUT"
+# The lines of file $2 that fit in $1 bytes.
+lines_upto() {
+    awk -v max="$1" '{ n += length($0) + 1; if (n > max) exit; print }' "$2"
+}
+r=0
+for f in ../shared/bench/real/*.prom; do
+    [ -e "$f" ] || continue
+    { printf '\041\000\000\220\000'; lines_upto "$CUT" "$f"
+      printf "$SEP"'\020\241'; lines_upto $((CUT / 2)) "$f"
+    } > "$ROUT/real-$(basename "$f" .prom)"
+    r=$((r + 1))
+done
+for f in ../shared/conformance/openmetrics/*/metrics; do
+    [ -e "$f" ] || continue
+    { printf '\000\000\000\040\000'; cat "$f"; } \
+        > "$ROUT/om-$(basename "$(dirname "$f")")"
+    r=$((r + 1))
+done
+echo "seeded $ROUT: $r inputs"
