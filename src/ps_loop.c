@@ -57,6 +57,7 @@ struct scrape_result {
     uint64_t total, added, series_added;
     int64_t bytes; /* -1: body size limit hit */
     uint64_t dup, ooo, oob; /* soft per-sample rejections */
+    uint64_t fast; /* samples taken by the fast line path */
 };
 
 struct ps_loop {
@@ -93,6 +94,7 @@ struct ps_loop {
     uint64_t last_duration_ns;
     uint64_t last_samples, last_series_added, scrapes, skipped;
     uint64_t last_dup, last_ooo, last_oob;
+    uint64_t last_fast;
 
     /* per-scrape scratch, reused so steady state allocates nothing */
     struct ps_labels exposed;  /* __name__ + exposed labels (views) */
@@ -462,6 +464,7 @@ void ps_loop_status(const struct ps_loop *l, struct ps_target_status *st)
     st->last_duplicates = l->last_dup;
     st->last_out_of_order = l->last_ooo;
     st->last_out_of_bounds = l->last_oob;
+    st->last_fast_samples = l->last_fast;
 }
 
 const struct ps_target *ps_loop_target(const struct ps_loop *l)
@@ -1128,6 +1131,56 @@ static void on_install(struct ps_timer *t, void *ud)
     install_resolved(ud);
 }
 
+/* ---- series lookup and the fast line path ------------------------------ */
+
+/* Where a sample's raw series bytes were found (lookup_series). */
+enum { LK_NONE = 0, LK_MISS, LK_HIT, LK_DROPPED, LK_PENDING };
+
+/* The per-sample lookup, in Prometheus's order: dropped by relabeling,
+ * parked by a deferred rule, cached. Sets *pend (LK_PENDING) or *ce
+ * (LK_HIT, with *already as ps_cache_get; NULL on LK_MISS). */
+static int lookup_series(struct ps_loop *l, struct ps_str raw,
+                         struct pending **pend, struct ps_cache_entry **ce,
+                         int *already)
+{
+    if (ps_cache_get_dropped(l->cache, raw))
+        return LK_DROPPED;
+    if (ps_hmap_count(&l->pending) > 0) {
+        *pend = pending_get(l, raw);
+        if (*pend != NULL)
+            return LK_PENDING;
+    }
+    *ce = ps_cache_get(l->cache, raw, already);
+    return *ce != NULL ? LK_HIT : LK_MISS;
+}
+
+/*
+ * The fast line path (docs/scrape.md): a text sample line is split from
+ * its end (ps_parse_peek_sample) and its raw bytes looked up; when the
+ * cache knows them, the parser would find those same bytes, so the line
+ * is consumed without tokenizing its labels (ps_parse_skip_sample) and
+ * ps_parse_series() gives its value and timestamp. Returns LK_NONE when
+ * the line is not a plain sample line (nothing looked up); LK_MISS, with
+ * *raw the bytes looked up, leaving the line to ps_parse_next(); else
+ * the lookup's result, the line consumed. Negative: the parser was out
+ * of step (a bug, not input).
+ */
+static int fast_line(struct ps_loop *l, struct ps_str *raw,
+                     struct pending **pend, struct ps_cache_entry **ce,
+                     int *already)
+{
+    struct ps_sample_line sl;
+    int found;
+
+    if (!ps_parse_peek_sample(l->parser, &sl))
+        return LK_NONE;
+    *raw = sl.raw;
+    found = lookup_series(l, sl.raw, pend, ce, already);
+    if (found != LK_MISS && ps_parse_skip_sample(l->parser, &sl) != PS_OK)
+        return -1;
+    return found;
+}
+
 /*
  * Prometheus's scrapeLoop.append for a non-empty body. Returns PS_OK or
  * the error that fails the scrape (message in e). Counts go to *r.
@@ -1139,7 +1192,7 @@ static int append_body(struct ps_loop *l, const char *body, size_t len,
     const struct ps_loop_config *c = l->cfg;
     const int64_t def_t = l->append_ms;
     enum ps_format fmt;
-    int rc, meta_changed = 0;
+    int rc, meta_changed = 0, fast;
     uint64_t meta_iter = l->cache->iter;
 
     rc = pick_format(l, ctype, &fmt, e);
@@ -1160,16 +1213,29 @@ static int append_body(struct ps_loop *l, const char *body, size_t len,
     }
     l->nlimit = 0;
     l->limit_hit = 0;
+    /* OpenMetrics keeps the full parser: exemplars, and strict rules that
+     * look at every sample. */
+    fast = fmt == PS_FORMAT_TEXT && !c->full_parse;
     for (;;) {
         enum ps_entry ent;
         const struct ps_series_view *sv;
         const struct ps_meta_view *mv;
-        struct ps_cache_entry *ce;
+        struct ps_cache_entry *ce = NULL;
+        struct pending *pend = NULL;
+        struct ps_str fast_raw = {NULL, 0};
         const struct ps_labels *lset = NULL;
         uint64_t ref = 0;
         int already = 0, explicit_ts, added_ok = 0, arc = PS_OK;
+        int found =
+            fast ? fast_line(l, &fast_raw, &pend, &ce, &already) : LK_NONE;
         int64_t t;
 
+        if (found < 0)
+            return ps_err_set(e, PS_ESTATE, "parser out of step");
+        if (found != LK_NONE && found != LK_MISS) {
+            r->fast++;
+            goto sample; /* the fast line consumed it */
+        }
         rc = ps_parse_next(l->parser, &ent, e);
         if (rc != PS_OK)
             return rc;
@@ -1195,21 +1261,23 @@ static int append_body(struct ps_loop *l, const char *body, size_t len,
             return ps_err_set(e, rc, "caching metadata");
         if (ent != PS_ENTRY_SERIES)
             continue;
+    sample:
         meta_changed = 0;
         sv = ps_parse_series(l->parser);
         r->total++;
         explicit_ts = c->honor_timestamps && sv->has_ts;
         t = explicit_ts ? sv->ts_ms : def_t;
-        if (ps_cache_get_dropped(l->cache, sv->raw))
+        /* One lookup per sample: a fast line's miss already looked up the
+         * bytes the full parse found (the same ones, see ps_parse.h). */
+        if (found == LK_NONE || sv->raw.p != fast_raw.p ||
+            sv->raw.n != fast_raw.n)
+            found = lookup_series(l, sv->raw, &pend, &ce, &already);
+        if (found == LK_DROPPED)
             continue;
-        if (ps_hmap_count(&l->pending) > 0) {
-            struct pending *p = pending_get(l, sv->raw);
-            if (p != NULL) {
-                hold(l, p, t, sv->value, explicit_ts, r);
-                continue;
-            }
+        if (found == LK_PENDING) {
+            hold(l, pend, t, sv->value, explicit_ts, r);
+            continue;
         }
-        ce = ps_cache_get(l->cache, sv->raw, &already);
         if (ce != NULL) {
             ref = ce->ref;
             lset = &ce->lset;
@@ -1268,12 +1336,15 @@ static int append_body(struct ps_loop *l, const char *body, size_t len,
         r->dup += arc == PS_APPEND_DUPLICATE;
         r->ooo += arc == PS_APPEND_OUT_OF_ORDER;
         r->oob += arc == PS_APPEND_OUT_OF_BOUNDS;
-        if (ce == NULL) {
-            rc = ps_cache_add(l->cache, sv->raw, added_ok ? ref : 0, lset,
-                              &ce);
+        if (ce == NULL && added_ok) {
+            /* Only appended series are cached (Prometheus 3.x: "if
+             * !seriesCached && sampleAdded"): past sample_limit a target
+             * exposing millions of new series would otherwise grow the
+             * cache by all of them on every failing scrape. */
+            rc = ps_cache_add(l->cache, sv->raw, ref, lset, &ce);
             if (rc != PS_OK)
                 return ps_err_set(e, rc, "caching a series");
-            if (added_ok && !l->limit_hit)
+            if (!l->limit_hit)
                 r->series_added++;
             meta_changed = 1;
         } else if (added_ok) {
@@ -1418,7 +1489,7 @@ static void finish_scrape(struct ps_loop *l, const char *body, size_t len,
                           const char *ctype, const char *fetch_err,
                           int64_t bytes)
 {
-    struct scrape_result r = {0, 0, 0, bytes, 0, 0, 0};
+    struct scrape_result r = {0, 0, 0, bytes, 0, 0, 0, 0};
     struct ps_err e, e2;
     int rc, up;
 
@@ -1475,6 +1546,7 @@ status:
     l->last_dup = r.dup;
     l->last_ooo = r.ooo;
     l->last_oob = r.oob;
+    l->last_fast = r.fast;
     l->scrapes++;
 }
 
@@ -1495,6 +1567,20 @@ static void on_http_done(struct ps_http_req *req,
                                                       : ps_strerror(res->rc);
         finish_scrape(l, NULL, 0, NULL, msg, res->rc == PS_ELIMIT ? -1 : 0);
     }
+}
+
+/* See ps_loop.h: what on_tick + on_http_done do, minus the clock and the
+ * fetch, so tests and benchmarks can replay bodies deterministically. */
+int ps_loop_scrape_body(struct ps_loop *l, const char *body, size_t len,
+                        const char *content_type, int64_t t_ms)
+{
+    if (l->in_flight || l->state == ST_EOR || l->state == ST_DONE)
+        return PS_ESTATE;
+    install_resolved(l);
+    l->start_mono_ns = ps_engine_now_ns();
+    l->append_ms = t_ms;
+    finish_scrape(l, body, len, content_type, NULL, (int64_t)len);
+    return PS_OK;
 }
 
 /* ---- scheduling -------------------------------------------------------- */
@@ -1545,7 +1631,7 @@ static void schedule_next(struct ps_loop *l)
 static void eor_step(struct ps_loop *l)
 {
     struct ps_err e;
-    struct scrape_result r = {0, 0, 0, 0, 0, 0, 0};
+    struct scrape_result r = {0, 0, 0, 0, 0, 0, 0, 0};
     ps_loop_done_fn fn;
 
     ps_err_init(&e);

@@ -145,6 +145,11 @@ struct ps_loop_config {
                                          * thread) */
     int64_t scrape_offset_ms;   /* vmagent scrape_offset; 0: hashed */
     int64_t scrape_align_interval_ms; /* vmagent; 0: off */
+    /* 1: give every line of a text body to the full parser, even when the
+     * scrape cache knows its series (the "fast line" path of
+     * docs/scrape.md, which gives the same appends). For the tests that
+     * compare the two, and benchmarks. */
+    int full_parse;
     /* HTTP: url, timeout_ms, body_size_limit are filled per target. */
     struct ps_http_req_opts http;
 };
@@ -181,6 +186,10 @@ struct ps_target_status {
                                    * with another value */
     uint64_t last_out_of_order;
     uint64_t last_out_of_bounds;
+    /* samples of the last scrape whose lines skipped label tokenization
+     * (scrape-cache hits on the fast line path, docs/scrape.md): for
+     * tests and benchmarks */
+    uint64_t last_fast_samples;
     /* deferred metric function rules (background mode), see
      * ps_loop_resolve_deferred: */
     uint64_t deferred_pending;   /* series waiting for their rules now */
@@ -245,6 +254,19 @@ int ps_loop_set_forced_error(struct ps_loop *l, const char *msg);
 int ps_loop_update_discovered(struct ps_loop *l, const struct ps_labels *d);
 
 void ps_loop_status(const struct ps_loop *l, struct ps_target_status *st);
+
+/*
+ * Runs one scrape on a body the caller already has, as if the transfer
+ * had just completed with this Content-Type (may be NULL) at sample time
+ * t_ms: parse, append, staleness, report series, commit or rollback, and
+ * the status, exactly as a fetched body. For tests and benchmarks: the
+ * loop need not be started, and the clock and HTTP are not involved.
+ * body is borrowed for the call. PS_OK, or PS_ESTATE while a transfer is
+ * in flight or after end-of-run staleness; a failed scrape is reported
+ * in the status (last_error), as usual.
+ */
+int ps_loop_scrape_body(struct ps_loop *l, const char *body, size_t len,
+                        const char *content_type, int64_t t_ms);
 
 /*
  * Deferred metric function rules (background mode). On a scrape-cache

@@ -2145,6 +2145,160 @@ static int next_om(struct ps_parser *p, enum ps_entry *entry)
     return perr(p, "expected a valid start token, got %s", GOT(s));
 }
 
+/* ---- sample lines split from their end (scrape-cache hits) ------------- */
+
+/*
+ * Why a split from the end is exact when the caller knows the raw bytes
+ * (see ps_parse_peek_sample): the raw series of an accepted line is
+ * prefix-determined. One that ends in '}' was delimited by reading its
+ * own bytes up to that brace and nothing after it, so any line that
+ * starts with those bytes yields the same raw again; one without labels
+ * is all name bytes, and yields the same raw again whenever a blank and
+ * then no '{' follows it (here: a number follows). The rest of the line
+ * is then " value", or " value timestamp", read below with the same
+ * number rules as parse_series(), so ps_parse_next() would return the
+ * same raw, value and timestamp (and no error: the label block is the
+ * one it accepted before, byte for byte). Of the two possible splits at
+ * most one has a raw of that shape: with a timestamp, the prefix before
+ * the last token ends in the value, neither '}' nor a name without a
+ * blank.
+ */
+
+/* Steps back over blanks ending at e, never before s. */
+static const char *back_ws(const char *s, const char *e)
+{
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    return e;
+}
+
+/* The start of the token (no blanks) ending at e, never before s. Value
+ * and timestamp tokens are short: with SSE2 the 16 bytes before e are
+ * looked at in one step (the line's own bytes: e - 16 >= s). */
+static const char *back_token(const char *s, const char *e)
+{
+#if defined(PS_SSE2)
+    if (e - s >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(e - 16));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')),
+                         _mm_cmpeq_epi8(v, _mm_set1_epi8('\t'))));
+
+        if (m != 0) /* the last blank is byte 31 - clz(m) of the 16 */
+            return e - 16 + (32 - __builtin_clz(m));
+        e -= 16;
+    }
+#endif
+    while (e > s && e[-1] != ' ' && e[-1] != '\t')
+        e--;
+    return e;
+}
+
+/* Whether [s, e) has the shape of a raw series ps_parse_next() accepted:
+ * a label block's closing brace last, or a bare metric name. s[0] is
+ * known to start a series. Report series keys ("up\xff") have neither. */
+static int raw_shape(const char *s, const char *e)
+{
+    return e > s && (e[-1] == '}' || scan_name(s, e, 1) == e);
+}
+
+/* The text value token [s, e), 1 with *out set when parse_series() would
+ * read all of it as one number with this result; else 0 (it would stop
+ * inside the token or fail: the caller gives the line to the parser). */
+static int line_value(struct ps_parser *p, const char *s, const char *e,
+                      double *out)
+{
+    const char *q = fast_number(s, e, C_TVSTOP, out);
+
+    if (q != NULL)
+        return q == e;
+    return parse_float(p, s, (size_t)(e - s), out) == NUM_OK;
+}
+
+/* The text timestamp token [s, e): digits only, within int64, as in
+ * parse_series(). 1 with *out set, else 0. */
+static int line_ts(const char *s, const char *e, int64_t *out)
+{
+    uint64_t t = 0;
+
+    if (s == e)
+        return 0;
+    for (; s < e; s++) {
+        unsigned dg = (unsigned)(unsigned char)*s - '0';
+        if (dg > 9 || t > (9223372036854775807ULL - dg) / 10)
+            return 0;
+        t = t * 10 + dg;
+    }
+    *out = (int64_t)t;
+    return 1;
+}
+
+/* See ps_parse.h. Reads the line, changes nothing (the number buffer of
+ * parse_float may grow: not observable). */
+int ps_parse_peek_sample(struct ps_parser *p, struct ps_sample_line *sl)
+{
+    const char *s = p->pos, *e = p->end, *le, *t0, *t1, *r1;
+
+    if (p->state != ST_RUN || p->o.format != PS_FORMAT_TEXT || s >= e ||
+        !((CL(*s) & C_MNAME0) || *s == '{'))
+        return 0;
+    le = memchr(s, '\n', (size_t)(e - s));
+    if (le == NULL)
+        le = e;
+    t1 = back_ws(s, le);
+    t0 = back_token(s, t1);
+    r1 = back_ws(s, t0);
+    if (t0 == t1 || r1 == t0 || r1 == s)
+        return 0; /* no token, or nothing or no blank before it */
+    sl->ts_ms = 0;
+    if (raw_shape(s, r1)) {
+        if (!line_value(p, t0, t1, &sl->value))
+            return 0;
+        sl->has_ts = 0;
+    } else {
+        /* "raw value timestamp": the value is the token before t0 */
+        const char *v1 = r1, *v0 = back_token(s, v1);
+
+        r1 = back_ws(s, v0);
+        if (r1 == v0 || r1 == s || !raw_shape(s, r1) ||
+            !line_ts(t0, t1, &sl->ts_ms) || !line_value(p, v0, v1, &sl->value))
+            return 0;
+        sl->has_ts = 1;
+    }
+    sl->raw.p = s;
+    sl->raw.n = (size_t)(r1 - s);
+    sl->next = le < e ? le + 1 : e;
+    return 1;
+}
+
+/* See ps_parse.h. What parse_series() + end_line() leave behind for this
+ * line, minus the name and labels, which the caller did not need. */
+int ps_parse_skip_sample(struct ps_parser *p, const struct ps_sample_line *sl)
+{
+    struct ps_series_view *v = &p->sv;
+
+    if (p->state != ST_RUN || sl->raw.p != p->pos)
+        return PS_ESTATE;
+    p->nlab = 0;
+    p->scrlen = 0;
+    p->mv.family.p = p->mv.text.p = NULL;
+    v->name.p = NULL;
+    v->name.n = 0;
+    v->raw = sl->raw;
+    v->labels = p->lab;
+    v->nlabels = 0;
+    v->value = sl->value;
+    v->has_ts = sl->has_ts;
+    v->ts_ms = sl->ts_ms;
+    v->has_exemplar = 0;
+    v->exemplar.labels = p->lab;
+    v->exemplar.nlabels = 0;
+    p->entline = p->line;
+    p->pos = sl->next;
+    p->line++;
+    return PS_OK;
+}
+
 /* ---- public API -------------------------------------------------------- */
 
 /* Only the media type matters (parameters such as version= are ignored,

@@ -6,10 +6,10 @@
  * (names, label names and values, help text, the raw series bytes) is
  * borrowed: it points into the caller's input buffer, or, only when the
  * input held escape sequences, into a scratch buffer owned by the parser.
- * Views stay valid until the next ps_parse_next()/ps_parse_reset()/
- * ps_parse_free() call. Nothing is allocated per sample: the parser owns a
- * label array and a scratch buffer that grow to the largest line seen and
- * are reused.
+ * Views stay valid until the next ps_parse_next()/ps_parse_skip_sample()/
+ * ps_parse_reset()/ps_parse_free() call. Nothing is allocated per sample: the
+ * parser owns a label array and a scratch buffer that grow to the largest line
+ * seen and are reused.
  *
  * The input buffer is borrowed for the parser's whole use and need not be
  * NUL-terminated. Bad input is an error naming the 1-based line, never a
@@ -66,7 +66,9 @@ struct ps_exemplar_view {
     int64_t ts_ms;
 };
 
-/* Valid after ps_parse_next() returned PS_ENTRY_SERIES. */
+/* Valid after ps_parse_next() returned PS_ENTRY_SERIES, and after
+ * ps_parse_skip_sample() (raw, value and timestamp only: no name, no
+ * labels, no exemplar). */
 struct ps_series_view {
     struct ps_str name; /* metric name, decoded; never empty */
     /* The series as exposed, name and label block, bytes exactly as in the
@@ -127,6 +129,49 @@ const struct ps_meta_view *ps_parse_meta(const struct ps_parser *p);
 /* The comment text (after "# ") for PS_ENTRY_COMMENT. */
 struct ps_str ps_parse_comment(const struct ps_parser *p);
 size_t ps_parse_lineno(const struct ps_parser *p); /* 1-based line */
+
+/*
+ * Sample lines for a caller that knows series by their raw bytes (the
+ * scrape cache), text format only: it can skip the label tokenization
+ * of a line whose series it already knows.
+ *
+ * ps_parse_peek_sample() looks at the line at the current position and
+ * consumes nothing. It returns 1 when the line has the form
+ * `<series> <value>` or `<series> <value> <timestamp>` (blanks between,
+ * blanks allowed at the end, the value and the timestamp valid exactly as
+ * ps_parse_next() reads them), splitting it from its end: sl->raw is the
+ * series bytes, sl->value and the timestamp are parsed. It returns 0 for
+ * anything else (a comment, a blank line, a leading blank, a quoted
+ * string running over the line, a value or timestamp ps_parse_next()
+ * would reject or split otherwise, OpenMetrics, an ended parser): call
+ * ps_parse_next().
+ *
+ * The split is guessed from the end, so sl->raw is what ps_parse_next()
+ * would report only if it is known: if it equals the raw bytes of a
+ * series that ps_parse_next() returned before, from this body or another
+ * one (in either format), then ps_parse_next() on this line would return
+ * exactly that raw, sl->value and the timestamp, without a parse error. A
+ * caller that finds sl->raw among the raw bytes it saw calls
+ * ps_parse_skip_sample(); otherwise it calls ps_parse_next(), which parses
+ * the same line in full.
+ */
+struct ps_sample_line {
+    struct ps_str raw; /* borrowed from the input */
+    double value;
+    int has_ts;
+    int64_t ts_ms;     /* 0 without a timestamp */
+    const char *next;  /* private: the start of the next line */
+};
+int ps_parse_peek_sample(struct ps_parser *p, struct ps_sample_line *sl);
+
+/*
+ * Consumes the line that ps_parse_peek_sample() just returned 1 for, as
+ * if ps_parse_next() had returned it as PS_ENTRY_SERIES: line numbers go
+ * on, and ps_parse_series() gives its raw, value and timestamp, with no
+ * name (empty), labels or exemplar. PS_OK, or PS_ESTATE (nothing done)
+ * when sl is not the peek of the current position.
+ */
+int ps_parse_skip_sample(struct ps_parser *p, const struct ps_sample_line *sl);
 
 const char *ps_mtype_name(enum ps_mtype t); /* "counter", ... */
 
