@@ -6,11 +6,16 @@
  *              shard, newest committed timestamp, items queued), found by
  *              ref (slot + generation) or by labels through `index`;
  *   txn[]      the items staged by the open transaction;
- *   shards[]   each a ring of `capacity` items, one POST request, a batch
- *              deadline timer and a retry timer; the batch being sent lives
- *              only as its compressed body (the items are encoded when the
- *              batch is cut, so their series may be forgotten afterwards;
- *              the cutting scratch is shared, as cuts never overlap);
+ *   shards[]   pointers to shards, each a ring of at least `capacity`
+ *              items, one POST request, a batch deadline timer and a retry
+ *              timer; the batch being sent lives only as its compressed
+ *              body (the items are encoded when the batch is cut, so their
+ *              series may be forgotten afterwards; the cutting scratch is
+ *              shared, as cuts never overlap). Pointers, so that a reshard
+ *              keeps the shards it reuses (and their timers, which the
+ *              timer heap points to) where they are;
+ *   rates      EWMA rates of items committed, items sent and send time,
+ *              ticked by the reshard timer (see "resharding" below);
  *   meta[]     the newest metadata per metric family, sent periodically on
  *              its own request.
  */
@@ -22,6 +27,7 @@
 
 #include <snappy-c.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +44,13 @@
 #define DEF_TIMEOUT_MS 30000
 #define DEF_META_INTERVAL_MS 60000
 #define DEF_TTL_MS 3600000
+#define DEF_RESHARD_MS 10000  /* Prometheus's shardUpdateDuration */
+#define EWMA_WEIGHT 0.2       /* Prometheus's ewmaWeight */
+#define SHARD_TOLERANCE 0.3   /* no reshard within 30 % of the count */
+#define CATCHUP_FRACTION 0.05 /* of the backlog, sent per second extra */
+#define MAX_BEHIND_S 10.0     /* no downsharding further behind than this */
+#define EARLY_TICK_DIV 10     /* a dropping queue ticks after 1/10 interval */
+#define SHRINK_ROOM_S 1.0     /* a shrink leaves room for this much input */
 #define RESPONSE_LIMIT (1u << 20) /* a 2xx body is not ours to read */
 
 /* One queued (or staged) sample or exemplar. */
@@ -66,6 +79,14 @@ struct rw_series {
     int live, dropped;
 };
 
+/* An exponentially weighted moving average of events per second, ticked at
+ * each reshard interval (Prometheus's ewmaRate). */
+struct rw_ewma {
+    uint64_t events; /* since the last tick */
+    double rate;
+    int init; /* the first tick with events sets the rate outright */
+};
+
 struct rw_meta {
     char *family, *help, *unit; /* owned, NUL-terminated */
     size_t family_n;
@@ -74,13 +95,17 @@ struct rw_meta {
 
 struct rw_shard {
     struct ps_remote_write *rw;
-    struct rw_item *q; /* ring of rw->capacity items */
-    size_t head, len;
+    struct rw_item *q; /* ring of qcap items; qcap >= rw->capacity, more
+                        * only after a reshard moved more in (see
+                        * reshard_apply) */
+    size_t qcap, head, len;
     struct ps_http_req *req;
     struct ps_timer deadline, retry;
     long backoff_ms;
     int busy;                       /* a batch is in flight or awaits retry */
     size_t batch_samples, batch_ex; /* what the batch in flight carries */
+    uint64_t batch_start_ns;        /* when it was cut: its send time,
+                                     * retries included, feeds the rates */
     struct ps_buf pb;               /* the encoded WriteRequest */
     char *body;                     /* its snappy block: the POST body */
     size_t body_len, body_cap;
@@ -123,10 +148,25 @@ struct ps_remote_write {
     struct ps_pb_sample *smp;
     struct ps_pb_exemplar *exs;
 
-    /* shards */
-    struct rw_shard *shards;
+    /* shards; the request options are kept (strings copied into
+     * ro_block, owned) to create the requests of shards a reshard adds */
+    struct rw_shard **shards; /* owned array of owned shards */
     unsigned n_shards;
     int flushing;
+    struct ps_http_req_opts ro;
+    void *ro_block;
+
+    /* resharding: rates, timer, state (see "resharding" below) */
+    unsigned min_shards, max_shards;
+    long reshard_ms;
+    struct ps_timer reshard_timer; /* armed only when min < max */
+    int draining;                  /* waiting for in-flight requests */
+    int overflowed;                /* this commit dropped queued items */
+    unsigned reshard_to;           /* the count being moved to */
+    uint64_t last_tick_ns, last_done_ns;
+    uint64_t drain_start_ns, last_drain_ns; /* how long the last drain took */
+    uint64_t dropped_at_tick;               /* items dropped until then */
+    struct rw_ewma rate_in, rate_out, rate_out_ns;
 
     /* metadata */
     int meta_enabled;
@@ -370,6 +410,8 @@ static void maybe_forget(struct ps_remote_write *rw)
 
 static void shard_kick(struct rw_shard *sh);
 static void send_batch(struct rw_shard *sh);
+static void reshard_on_idle(struct ps_remote_write *rw);
+static void reshard_cancel(struct ps_remote_write *rw);
 
 /* Releases what a queued item owns and unpins its series. */
 static void item_release(struct ps_remote_write *rw, struct rw_item *it)
@@ -413,10 +455,11 @@ static int cut_batch(struct rw_shard *sh)
     int rc = PS_OK;
 
     for (i = 0; i < n; i++) /* out of the ring, into the scratch */
-        rw->cut[i] = sh->q[(sh->head + i) % rw->capacity];
-    sh->head = (sh->head + n) % rw->capacity;
+        rw->cut[i] = sh->q[(sh->head + i) % sh->qcap];
+    sh->head = (sh->head + n) % sh->qcap;
     sh->len -= n;
     sh->batch_samples = sh->batch_ex = 0;
+    sh->batch_start_ns = ps_engine_now_ns();
 
     /* counting sort by group, stable: start[g] = first position of g */
     for (i = 0; i < n; i++) {
@@ -501,13 +544,16 @@ static void arm_retry(struct rw_shard *sh, long delay_ms)
     struct ps_remote_write *rw = sh->rw;
 
     if (ps_engine_timer_in(rw->eng, &sh->retry, (uint64_t)delay_ms) != PS_OK) {
-        /* no memory for the timer heap: give the batch up, counted */
+        /* no memory for the timer heap: give the batch up, counted. Not
+         * kicked (that could recurse here through post): the next commit
+         * or deadline restarts the shard. */
         lock(rw);
         rw->st.inflight -= sh->batch_samples;
         rw->st.samples_failed += sh->batch_samples;
         set_error(rw, 0, "out of memory scheduling a retry");
         unlock(rw);
         sh->busy = 0;
+        reshard_on_idle(rw);
     }
 }
 
@@ -562,12 +608,21 @@ static void on_sent(struct ps_http_req *r, const struct ps_http_result *res,
         long d = next_backoff(sh);
         if (st == 429 && res->retry_after_s > 0)
             d = (long)res->retry_after_s * 1000;
+        reshard_cancel(rw); /* the remote is failing: not now */
         arm_retry(sh, d);
         return;
     }
+    /* the batch is settled (sent or failed): as Prometheus, both count
+     * for the rates, with the time since the cut, retries included */
+    rw->rate_out.events += sh->batch_samples + sh->batch_ex;
+    rw->last_done_ns = ps_engine_now_ns();
+    rw->rate_out_ns.events += rw->last_done_ns - sh->batch_start_ns;
     sh->backoff_ms = rw->min_backoff_ms;
     sh->busy = 0;
-    shard_kick(sh);
+    if (rw->draining)
+        reshard_on_idle(rw); /* last statement: it may free sh */
+    else
+        shard_kick(sh);
 }
 
 /* Starts (or restarts) the POST of the shard's body; on failure schedules
@@ -606,12 +661,13 @@ static void send_batch(struct rw_shard *sh)
 }
 
 /* Decides what an idle shard does next: send a full batch now (or
- * anything, when flushing), or wait for the deadline. */
+ * anything, when flushing), or wait for the deadline. Nothing while a
+ * reshard drains the requests in flight. */
 static void shard_kick(struct rw_shard *sh)
 {
     struct ps_remote_write *rw = sh->rw;
 
-    if (sh->busy || sh->len == 0)
+    if (sh->busy || sh->len == 0 || rw->draining)
         return;
     if (sh->len >= rw->max_per_send || rw->flushing) {
         send_batch(sh);
@@ -628,27 +684,28 @@ static void on_deadline(struct ps_timer *t, void *ud)
     struct rw_shard *sh = ud;
 
     (void)t;
-    if (!sh->busy && sh->len > 0)
+    if (!sh->busy && sh->len > 0 && !sh->rw->draining)
         send_batch(sh);
 }
 
 /* Pushes one committed item into its shard, dropping the oldest queued
- * item when the ring is full. */
+ * item when the shard holds `capacity` items (or more, after a reshard). */
 static void enqueue(struct ps_remote_write *rw, struct rw_shard *sh,
                     const struct rw_item *it)
 {
-    if (sh->len == rw->capacity) {
+    if (sh->len >= rw->capacity) {
         struct rw_item *old = &sh->q[sh->head];
         if (old->is_ex)
             rw->st.exemplars_dropped++;
         else
             rw->st.samples_dropped++;
         item_release(rw, old);
-        sh->head = (sh->head + 1) % rw->capacity;
+        sh->head = (sh->head + 1) % sh->qcap;
         sh->len--;
         rw->st.pending--;
+        rw->overflowed = 1;
     }
-    sh->q[(sh->head + sh->len) % rw->capacity] = *it;
+    sh->q[(sh->head + sh->len) % sh->qcap] = *it;
     sh->len++;
     rw->st.pending++;
     rw->series[it->idx].queued++;
@@ -981,7 +1038,7 @@ static int rw_commit(struct ps_appender *ap, struct ps_err *e)
     for (i = 0; i < rw->n_txn; i++) {
         struct rw_item *it = &rw->txn[i];
         struct rw_series *s = &rw->series[it->idx];
-        enqueue(rw, &rw->shards[s->hash % rw->n_shards], it);
+        enqueue(rw, rw->shards[s->hash % rw->n_shards], it);
         it->exl = NULL; /* the queue owns it now */
         if (!it->is_ex) {
             if (it->t > s->last_ts)
@@ -992,6 +1049,7 @@ static int rw_commit(struct ps_appender *ap, struct ps_err *e)
     }
     rw->st.samples_relabel_dropped += rw->txn_rdrop;
     unlock(rw);
+    rw->rate_in.events += rw->n_txn;
     for (i = 0; i < rw->n_txn_meta; i++) {
         if (meta_apply(rw, &rw->txn_meta[i]) != PS_OK)
             meta_free_strings(&rw->txn_meta[i]);
@@ -1004,7 +1062,21 @@ static int rw_commit(struct ps_appender *ap, struct ps_err *e)
                            (uint64_t)rw->meta_interval_ms);
     txn_clear(rw); /* what is left owns nothing: it only resets */
     for (k = 0; k < rw->n_shards; k++)
-        shard_kick(&rw->shards[k]);
+        shard_kick(rw->shards[k]);
+    if (rw->max_shards > rw->min_shards) {
+        /* A queue that drops cannot wait for the next tick (Prometheus's
+         * WAL-backed queue never drops): the tick comes now, if the last
+         * was at least a tenth of the interval ago (rates need some time
+         * to measure). Otherwise a timer lost to ENOMEM is re-armed. */
+        uint64_t gap = (uint64_t)rw->reshard_ms * 1000000u / EARLY_TICK_DIV;
+        if (rw->overflowed && !rw->draining &&
+            ps_engine_now_ns() - rw->last_tick_ns >= gap)
+            ps_engine_timer_in(rw->eng, &rw->reshard_timer, 0);
+        else if (!ps_timer_pending(&rw->reshard_timer))
+            ps_engine_timer_in(rw->eng, &rw->reshard_timer,
+                               (uint64_t)rw->reshard_ms);
+    }
+    rw->overflowed = 0;
     maybe_forget(rw);
     lock(rw);
     rw->st.series = rw->live_series;
@@ -1050,7 +1122,9 @@ static int reserved_header(const char *h)
 }
 
 /* The request options shared by the shards and metadata. hdrs receives
- * our headers then the caller's (hdrs has room for them). */
+ * our headers then the caller's (hdrs has room for them). Every string set
+ * here must be listed in ro_fields(), which copies them for later
+ * reshards. */
 static int request_opts(const struct ps_remote_write_opts *o,
                         struct ps_http_req_opts *ro, const char **hdrs,
                         size_t n_user)
@@ -1149,40 +1223,427 @@ static int check_opts(const struct ps_remote_write_opts *o, const char *name,
     return PS_OK;
 }
 
-/* Allocates the ring and the POST request. On failure the shard is left
- * for shard_cleanup(). */
-static int shard_init(struct ps_remote_write *rw, struct rw_shard *sh,
-                      const struct ps_http_req_opts *ro, struct ps_err *e)
+/* Frees a shard (NULL-safe, half-built or not), with what its queue still
+ * owns; cancels its timers and transfer. */
+static void shard_free(struct rw_shard *sh)
 {
-    sh->rw = rw;
-    ps_buf_init(&sh->pb, 0);
-    ps_timer_init(&sh->deadline, on_deadline, sh);
-    ps_timer_init(&sh->retry, on_retry, sh);
-    sh->backoff_ms = rw->min_backoff_ms;
-    sh->q = ps_calloc(rw->capacity, sizeof(*sh->q));
-    if (sh->q == NULL)
-        return ps_err_set(e, PS_ENOMEM, "remote_write '%s': out of memory",
-                          rw->name);
-    return ps_http_request_new(ps_engine_http(rw->eng), &sh->req, ro, e);
-}
-
-/* Frees a shard, half-built or not; cancels its timers and transfer. */
-static void shard_cleanup(struct ps_remote_write *rw, struct rw_shard *sh)
-{
+    struct ps_remote_write *rw;
     size_t i;
 
-    if (sh->rw == NULL)
-        return; /* never initialised */
+    if (sh == NULL)
+        return;
+    rw = sh->rw;
     if (ps_timer_pending(&sh->deadline))
         ps_engine_timer_cancel(rw->eng, &sh->deadline);
     if (ps_timer_pending(&sh->retry))
         ps_engine_timer_cancel(rw->eng, &sh->retry);
     ps_http_request_free(sh->req);
     for (i = 0; sh->q != NULL && i < sh->len; i++)
-        ps_free(sh->q[(sh->head + i) % rw->capacity].exl);
+        ps_free(sh->q[(sh->head + i) % sh->qcap].exl);
     ps_free(sh->q);
     ps_free(sh->body);
     ps_buf_cleanup(&sh->pb);
+    ps_free(sh);
+}
+
+/* A new idle shard with an empty ring of qcap items and its POST request
+ * (made from rw->ro). PS_ENOMEM or ps_http_request_new's errors; *out only
+ * on success. */
+static int shard_new(struct ps_remote_write *rw, size_t qcap,
+                     struct rw_shard **out, struct ps_err *e)
+{
+    struct rw_shard *sh = ps_calloc(1, sizeof(*sh));
+    int rc;
+
+    if (sh == NULL)
+        return ps_err_set(e, PS_ENOMEM, "remote_write '%s': out of memory",
+                          rw->name);
+    sh->rw = rw;
+    ps_buf_init(&sh->pb, 0);
+    ps_timer_init(&sh->deadline, on_deadline, sh);
+    ps_timer_init(&sh->retry, on_retry, sh);
+    sh->backoff_ms = rw->min_backoff_ms;
+    sh->qcap = qcap;
+    sh->q = ps_calloc(qcap, sizeof(*sh->q));
+    rc =
+        sh->q != NULL
+            ? ps_http_request_new(ps_engine_http(rw->eng), &sh->req, &rw->ro, e)
+            : ps_err_set(e, PS_ENOMEM, "remote_write '%s': out of memory",
+                         rw->name);
+    if (rc != PS_OK) {
+        shard_free(sh);
+        return rc;
+    }
+    *out = sh;
+    return PS_OK;
+}
+
+/* The string fields of a request's options that request_opts() sets, as
+ * pointers to them (a field added there must be added here). */
+static size_t ro_fields(struct ps_http_req_opts *ro, const char **f[16])
+{
+    size_t n = 0;
+
+    f[n++] = &ro->url;
+    f[n++] = &ro->accept;
+    f[n++] = &ro->user_agent;
+    f[n++] = &ro->basic_auth_user;
+    f[n++] = &ro->basic_auth_password;
+    f[n++] = &ro->auth_type;
+    f[n++] = &ro->auth_credentials;
+    f[n++] = &ro->tls.ca_file;
+    f[n++] = &ro->tls.cert_file;
+    f[n++] = &ro->tls.key_file;
+    f[n++] = &ro->tls.server_name;
+    f[n++] = &ro->tls.min_version;
+    f[n++] = &ro->proxy_url;
+    return n;
+}
+
+/*
+ * *dst = *src with every string (headers included) copied into one block,
+ * *block, owned by the caller: a reshard creates requests long after the
+ * caller's options are gone. PS_ENOMEM leaves *dst and *block unset.
+ */
+static int ro_copy(struct ps_http_req_opts *dst, void **block,
+                   const struct ps_http_req_opts *src)
+{
+    struct ps_http_req_opts ro = *src;
+    const char **f[16], **hv;
+    size_t nf = ro_fields(&ro, f), nh = 0, len = 0, i, k;
+    char *p;
+
+    while (src->headers != NULL && src->headers[nh] != NULL)
+        len += strlen(src->headers[nh++]) + 1;
+    for (i = 0; i < nf; i++)
+        if (*f[i] != NULL)
+            len += strlen(*f[i]) + 1;
+    /* the header pointers first, so they are aligned; then the bytes */
+    hv = ps_malloc((nh + 1) * sizeof(*hv) + len);
+    if (hv == NULL)
+        return PS_ENOMEM;
+    p = (char *)(hv + nh + 1);
+    for (i = 0; i < nh; i++) {
+        k = strlen(src->headers[i]) + 1;
+        hv[i] = memcpy(p, src->headers[i], k);
+        p += k;
+    }
+    hv[nh] = NULL;
+    ro.headers = hv;
+    for (i = 0; i < nf; i++) {
+        if (*f[i] == NULL)
+            continue;
+        k = strlen(*f[i]) + 1;
+        *f[i] = memcpy(p, *f[i], k);
+        p += k;
+    }
+    *dst = ro;
+    *block = hv;
+    return PS_OK;
+}
+
+/* ---- resharding ------------------------------------------------------------
+ *
+ * Prometheus's QueueManager (updateShardsLoop, calculateDesiredShards,
+ * reshardLoop in storage/remote/queue_manager.go) without its goroutines:
+ * the reshard timer ticks the rates every reshard_ms and computes the shard
+ * count the load needs (reshard_tick). A reshard first drains: no shard
+ * cuts a new batch and the requests in flight finish (retries included).
+ * Once no shard is busy, every queued item moves to its shard under the new
+ * count (reshard_apply), and the shards start again.
+ */
+
+/* Folds the events since the last tick into the rate (events/s). */
+static void ewma_tick(struct rw_ewma *r, double secs)
+{
+    double instant = (double)r->events / secs;
+
+    if (r->init) {
+        r->rate += EWMA_WEIGHT * (instant - r->rate);
+    } else if (r->events > 0) {
+        r->init = 1;
+        r->rate = instant;
+    }
+    r->events = 0;
+}
+
+static int any_busy(const struct ps_remote_write *rw)
+{
+    unsigned k;
+
+    for (k = 0; k < rw->n_shards; k++)
+        if (rw->shards[k]->busy)
+            return 1;
+    return 0;
+}
+
+/*
+ * Moves every queued item to shard (series hash % n) of n shards. The
+ * first min(n, old) shards are kept (their request, buffers and pending
+ * deadline) with new rings; the others are created or freed. Items move
+ * shard by shard, in queue order, and all the queued items of a series sit
+ * in one shard before and after, so each series keeps its order; nothing
+ * is copied twice or left behind. A ring gets max(capacity, what it
+ * receives), so growing never drops. All-or-nothing: PS_ENOMEM (or what
+ * creating a request returned) leaves the shards as they were, and so does
+ * PS_ELIMIT, returned when a shrink would put more than capacity items in
+ * one shard (it is retried at a later tick, once the backlog is lower).
+ * Only when no shard is busy.
+ */
+static int reshard_apply(struct ps_remote_write *rw, unsigned n)
+{
+    unsigned old = rw->n_shards, k;
+    struct rw_shard **ns = ps_calloc(n, sizeof(*ns));
+    struct rw_item **rings = ps_calloc(n, sizeof(*rings));
+    size_t *cnt = ps_calloc(n, sizeof(*cnt)), i;
+    int rc = PS_ENOMEM;
+
+    if (ns == NULL || rings == NULL || cnt == NULL)
+        goto out;
+    for (k = 0; k < old; k++) {
+        const struct rw_shard *sh = rw->shards[k];
+        for (i = 0; i < sh->len; i++)
+            cnt[rw->series[sh->q[(sh->head + i) % sh->qcap].idx].hash % n]++;
+    }
+    for (k = 0; n < old && k < n; k++) {
+        if (cnt[k] > rw->capacity) {
+            rc = PS_ELIMIT;
+            goto out;
+        }
+    }
+    for (k = 0; k < n; k++) {
+        size_t qcap = cnt[k] > rw->capacity ? cnt[k] : rw->capacity;
+        if (k < old) {
+            rings[k] = ps_calloc(qcap, sizeof(**rings));
+        } else {
+            rc = shard_new(rw, qcap, &ns[k], NULL);
+            if (rc != PS_OK)
+                goto out;
+            rings[k] = ns[k]->q;
+        }
+        if (rings[k] == NULL) {
+            rc = PS_ENOMEM;
+            goto out;
+        }
+    }
+
+    /* everything is allocated: nothing fails from here on */
+    memset(cnt, 0, n * sizeof(*cnt));
+    for (k = 0; k < old; k++) {
+        struct rw_shard *sh = rw->shards[k];
+        for (i = 0; i < sh->len; i++) {
+            const struct rw_item *it = &sh->q[(sh->head + i) % sh->qcap];
+            size_t d = (size_t)(rw->series[it->idx].hash % n);
+            rings[d][cnt[d]++] = *it; /* the exemplar labels move too */
+        }
+        sh->head = sh->len = 0;
+    }
+    for (k = 0; k < n; k++) {
+        if (k < old) {
+            ns[k] = rw->shards[k];
+            ps_free(ns[k]->q);
+            ns[k]->q = rings[k];
+        }
+        ns[k]->qcap = cnt[k] > rw->capacity ? cnt[k] : rw->capacity;
+        ns[k]->head = 0;
+        ns[k]->len = cnt[k];
+    }
+    for (k = n; k < old; k++)
+        shard_free(rw->shards[k]); /* idle and empty by now */
+    ps_free(rw->shards);
+    rw->shards = ns;
+    rw->n_shards = n;
+    ns = NULL;
+    rc = PS_OK;
+out:
+    for (k = 0; rc != PS_OK && ns != NULL && rings != NULL && k < n; k++) {
+        if (k < old)
+            ps_free(rings[k]);
+        else
+            shard_free(ns[k]);
+    }
+    ps_free(ns);
+    ps_free(rings);
+    ps_free(cnt);
+    return rc;
+}
+
+/* The drain is over (no shard busy): reshard, and restart every shard. A
+ * failed reshard leaves the old count, to be recomputed at the next tick. */
+static void reshard_finish(struct ps_remote_write *rw)
+{
+    unsigned k;
+    int rc;
+
+    rw->draining = 0;
+    rw->last_drain_ns = ps_engine_now_ns() - rw->drain_start_ns;
+    /* the drain's own drops (nothing was sent meanwhile) are not a
+     * reason to grow at the next tick */
+    rw->dropped_at_tick = rw->st.samples_dropped + rw->st.exemplars_dropped;
+    rc = reshard_apply(rw, rw->reshard_to);
+    lock(rw);
+    if (rc == PS_OK) {
+        rw->st.shards = rw->n_shards;
+        rw->st.reshards++;
+    } else if (rc != PS_ELIMIT) {
+        char msg[PS_ERR_MAX];
+        snprintf(msg, sizeof(msg), "remote_write '%s': resharding to %u: %s",
+                 rw->name, rw->reshard_to, ps_strerror(rc));
+        set_error(rw, 0, msg);
+    }
+    unlock(rw);
+    for (k = 0; k < rw->n_shards; k++)
+        shard_kick(rw->shards[k]);
+}
+
+/* A shard went idle. If a reshard was waiting for that, and no shard is
+ * busy any more, the reshard timer finishes it at once: outside this
+ * transfer's callback, as the reshard may free the shard it belongs to. */
+static void reshard_on_idle(struct ps_remote_write *rw)
+{
+    if (!rw->draining || any_busy(rw))
+        return;
+    if (ps_engine_timer_in(rw->eng, &rw->reshard_timer, 0) != PS_OK)
+        reshard_finish(rw); /* no timer: now (ps_http allows freeing a
+                             * request from its own callback) */
+}
+
+/* A batch is to be retried: the remote is failing, so a reshard waiting
+ * for the drain is called off (Prometheus does not reshard while sends
+ * fail), and the idle shards go on. */
+static void reshard_cancel(struct ps_remote_write *rw)
+{
+    unsigned k;
+
+    if (!rw->draining)
+        return;
+    rw->draining = 0;
+    for (k = 0; k < rw->n_shards; k++)
+        shard_kick(rw->shards[k]);
+}
+
+/* ceil(x) bounded by [lo, hi]; x may be huge. */
+static unsigned bound_shards(double x, unsigned lo, unsigned hi)
+{
+    x = ceil(x);
+    return x >= (double)hi ? hi : x <= (double)lo ? lo : (unsigned)x;
+}
+
+/*
+ * calculateDesiredShards: the time one item takes to send (send time over
+ * items settled, both as rates) times the items to send per second (the
+ * input rate plus 5 % of the backlog), rounded up and bounded by
+ * [min_shards, max_shards]. Prometheus estimates the backlog from sample
+ * timestamps (highest received minus highest sent); we know it exactly:
+ * the items queued and in flight. Rates use the real time since the last
+ * tick, since a busy engine runs timers late (and drops tick early).
+ *
+ * Then shouldReshard, adapted to a queue that drops when full. Prometheus
+ * reads a WAL: its backlog can grow without bound until the catch-up term
+ * crosses the 30 % band, so running at up to 130 % of the shards' capacity
+ * only delays samples. Here it would drop them, so:
+ * - growing happens as soon as the count is too small, and by at least
+ *   30 % (the band, as a minimum step: fewer reshards, as each one pauses
+ *   sending while it drains). It also happens when the queue dropped
+ *   since the last tick (outside a drain) although the count sends fast
+ *   enough: then what is missing is room, as a busy engine commits in
+ *   bursts (every scrape that finished during a long step), and the room
+ *   is capacity per shard: the count grows by 1 / (1 - the share of the
+ *   input dropped), at least 30 %, at most tenfold;
+ * - shrinking keeps Prometheus's rules (below 70 % of the count; not with
+ *   more than 10 s of input queued), never happens while the queue drops,
+ *   and goes no lower than the count whose rings stay half free with the
+ *   backlog plus the input of one drain, counted as one request's send
+ *   time, the last drain, or a second, whichever is longest: a drain
+ *   under load lasts as long as the engine's slowest step, and a busy
+ *   engine commits a whole scrape interval's input at once. So a shrink
+ *   under load neither fails (reshard_apply's PS_ELIMIT) nor drops;
+ * - no reshard while the remote fails: no batch settled within
+ *   2 x batch_send_deadline, or within the reshard interval if that is
+ *   longer (with a short deadline, a slow but healthy remote would never
+ *   be resharded). The creation counts as a settled batch, so that a
+ *   queue dropping from the start can grow before its first answer (a
+ *   drain then waits for that answer; a retry calls it off).
+ */
+static void reshard_tick(struct ps_remote_write *rw)
+{
+    uint64_t now = ps_engine_now_ns(), window_ns, dropped, got;
+    double secs = (double)(now - rw->last_tick_ns) / 1e9;
+    double in, out, tps, backlog, drain_s, room, lost = 0;
+    unsigned n = rw->n_shards, want, to;
+
+    if (secs <= 0)
+        return;
+    rw->last_tick_ns = now;
+    got = rw->rate_in.events;
+    dropped = rw->st.samples_dropped + rw->st.exemplars_dropped;
+    if (got > 0 && dropped > rw->dropped_at_tick) /* the share dropped */
+        lost = (double)(dropped - rw->dropped_at_tick) / (double)got;
+    if (lost > 0.9)
+        lost = 0.9;
+    rw->dropped_at_tick = dropped;
+    ewma_tick(&rw->rate_in, secs);
+    ewma_tick(&rw->rate_out, secs);
+    ewma_tick(&rw->rate_out_ns, secs);
+    in = rw->rate_in.rate;
+    out = rw->rate_out.rate;
+    backlog = (double)(rw->st.pending + rw->st.inflight);
+    if (out > 0) {
+        tps = rw->rate_out_ns.rate / 1e9 / out;
+        want = bound_shards(tps * (in + CATCHUP_FRACTION * backlog),
+                            rw->min_shards, rw->max_shards);
+        lock(rw);
+        rw->st.desired_shards = want;
+        unlock(rw);
+    } else if (lost > 0) {
+        tps = 0; /* nothing settled yet, but dropping: room is needed */
+        want = n;
+    } else {
+        return; /* nothing settled yet: no send time to go by */
+    }
+    if (want > n || (lost > 0 && n < rw->max_shards)) {
+        double step = n / (1.0 - lost); /* room for what was dropped */
+        if (step < n * (1.0 + SHARD_TOLERANCE))
+            step = n * (1.0 + SHARD_TOLERANCE);
+        to = bound_shards(step, want, rw->max_shards);
+    } else {
+        if (lost > 0 || (in > 0 && backlog / in > MAX_BEHIND_S))
+            return; /* dropping at max_shards, or behind: no shrink */
+        drain_s = tps * (double)rw->max_per_send;
+        if (drain_s < (double)rw->last_drain_ns / 1e9)
+            drain_s = (double)rw->last_drain_ns / 1e9;
+        if (drain_s < SHRINK_ROOM_S)
+            drain_s = SHRINK_ROOM_S;
+        room = (backlog + in * drain_s) / ((double)rw->capacity / 2);
+        to = bound_shards(room, want, n);
+        if (to >= n * (1.0 - SHARD_TOLERANCE))
+            return;
+    }
+    window_ns =
+        (uint64_t)(2 * rw->deadline_ms > rw->reshard_ms ? 2 * rw->deadline_ms
+                                                        : rw->reshard_ms) *
+        1000000u;
+    if (now - rw->last_done_ns > window_ns)
+        return;
+    rw->reshard_to = to;
+    rw->draining = 1;
+    rw->drain_start_ns = now;
+    if (!any_busy(rw))
+        reshard_finish(rw);
+}
+
+/* Every reshard_ms: a tick; or, when armed at 0 by reshard_on_idle, the
+ * end of a drain. */
+static void on_reshard_timer(struct ps_timer *t, void *ud)
+{
+    struct ps_remote_write *rw = ud;
+
+    if (!rw->draining)
+        reshard_tick(rw);
+    else if (!any_busy(rw))
+        reshard_finish(rw);
+    if (!ps_timer_pending(t)) /* ENOMEM: rw_commit arms it again */
+        ps_engine_timer_in(rw->eng, t, (uint64_t)rw->reshard_ms);
 }
 
 int ps_remote_write_new(struct ps_remote_write **out, struct ps_engine *eng,
@@ -1213,6 +1674,7 @@ int ps_remote_write_new(struct ps_remote_write **out, struct ps_engine *eng,
     ps_labels_init(&rw->relabeled);
     ps_buf_init(&rw->meta_pb, 0);
     ps_timer_init(&rw->meta_timer, on_meta_timer, rw);
+    ps_timer_init(&rw->reshard_timer, on_reshard_timer, rw);
     rw->max_ts = rw->last_gc_ts = INT64_MIN;
     rw->name = ps_strndup(name, strlen(name));
     if (rw->name == NULL)
@@ -1235,7 +1697,12 @@ int ps_remote_write_new(struct ps_remote_write **out, struct ps_engine *eng,
     rw->retry_429 = q->retry_on_http_429;
     rw->send_exemplars = o->send_exemplars;
     rw->ttl_ms = o->series_ttl_ms ? o->series_ttl_ms : DEF_TTL_MS;
-    rw->n_shards = q->min_shards ? q->min_shards : DEF_MIN_SHARDS;
+    rw->min_shards = q->min_shards ? q->min_shards : DEF_MIN_SHARDS;
+    rw->max_shards = q->max_shards ? q->max_shards : DEF_MAX_SHARDS;
+    if (rw->max_shards < rw->min_shards) /* only min given, above 50 */
+        rw->max_shards = rw->min_shards;
+    rw->reshard_ms =
+        o->reshard_interval_ms > 0 ? o->reshard_interval_ms : DEF_RESHARD_MS;
     rw->meta_enabled = !o->metadata.disable;
     rw->meta_interval_ms = o->metadata.send_interval_ms
                                ? o->metadata.send_interval_ms
@@ -1262,6 +1729,8 @@ int ps_remote_write_new(struct ps_remote_write **out, struct ps_engine *eng,
     if (hdrs == NULL)
         goto oom;
     request_opts(o, &ro, hdrs, n_user);
+    if (ro_copy(&rw->ro, &rw->ro_block, &ro) != PS_OK)
+        goto oom;
     {
         size_t m = rw->max_per_send;
         rw->cut = ps_calloc(m, sizeof(*rw->cut));
@@ -1272,21 +1741,28 @@ int ps_remote_write_new(struct ps_remote_write **out, struct ps_engine *eng,
         if (!rw->cut || !rw->order || !rw->start || !rw->smp || !rw->exs)
             goto oom;
     }
-    rw->shards = ps_calloc(rw->n_shards, sizeof(*rw->shards));
+    rw->shards = ps_calloc(rw->min_shards, sizeof(*rw->shards));
     if (rw->shards == NULL)
         goto oom;
-    for (k = 0; k < rw->n_shards; k++) {
-        rc = shard_init(rw, &rw->shards[k], &ro, e);
+    for (k = 0; k < rw->min_shards; k++, rw->n_shards++) {
+        rc = shard_new(rw, rw->capacity, &rw->shards[k], e);
         if (rc != PS_OK)
             goto fail_named;
     }
     if (rw->meta_enabled) {
-        rc = ps_http_request_new(ps_engine_http(eng), &rw->meta_req, &ro, e);
+        rc =
+            ps_http_request_new(ps_engine_http(eng), &rw->meta_req, &rw->ro, e);
         if (rc != PS_OK)
             goto fail_named;
     }
+    /* the remote counts as healthy at first (see reshard_tick) */
+    rw->last_tick_ns = rw->last_done_ns = ps_engine_now_ns();
+    if (rw->max_shards > rw->min_shards &&
+        ps_engine_timer_in(eng, &rw->reshard_timer, (uint64_t)rw->reshard_ms) !=
+            PS_OK)
+        goto oom;
     ps_free(hdrs);
-    rw->st.shards = rw->n_shards;
+    rw->st.shards = rw->st.desired_shards = rw->n_shards;
     *out = rw;
     return PS_OK;
 oom:
@@ -1311,9 +1787,12 @@ void ps_remote_write_free(struct ps_remote_write *rw)
 
     if (rw == NULL)
         return;
+    if (ps_timer_pending(&rw->reshard_timer))
+        ps_engine_timer_cancel(rw->eng, &rw->reshard_timer);
     for (k = 0; rw->shards != NULL && k < rw->n_shards; k++)
-        shard_cleanup(rw, &rw->shards[k]);
+        shard_free(rw->shards[k]);
     ps_free(rw->shards);
+    ps_free(rw->ro_block);
     ps_free(rw->cut);
     ps_free(rw->order);
     ps_free(rw->start);
@@ -1366,7 +1845,7 @@ static int drained(struct ps_remote_write *rw)
     unsigned k;
 
     for (k = 0; k < rw->n_shards; k++)
-        if (rw->shards[k].busy || rw->shards[k].len > 0)
+        if (rw->shards[k]->busy || rw->shards[k]->len > 0)
             return 0;
     return 1;
 }
@@ -1385,7 +1864,7 @@ int ps_remote_write_flush(struct ps_remote_write *rw, long deadline_ms,
                           rw->name);
     rw->flushing = 1;
     for (k = 0; k < rw->n_shards; k++)
-        shard_kick(&rw->shards[k]);
+        shard_kick(rw->shards[k]);
     while (!drained(rw)) {
         uint64_t now = ps_engine_now_ns();
         if (now >= end) {

@@ -12,6 +12,17 @@
  *   the shard count), a shard has at most one request in flight, and a
  *   failed batch is retried before anything behind it, so the samples of a
  *   series arrive in the order they were committed.
+ * - Resharding (when min_shards < max_shards): every reshard interval
+ *   (10 s; sooner when the queue drops) the shard count the load needs is
+ *   computed from EWMA rates of items committed, items settled and send
+ *   time, as Prometheus's calculateDesiredShards does. The count grows as
+ *   soon as it is too small or the queue drops, and shrinks below 70 % of
+ *   it (Prometheus's 30 % band, adapted to a queue that drops instead of
+ *   blocking: see docs/remote_write.md), never while sends fail. A reshard
+ *   stops the shards cutting batches, lets the requests in flight finish,
+ *   moves every queued item to its shard under the new count (in queue
+ *   order) and resumes: nothing is lost or sent twice, and per-series
+ *   order holds across it.
  * - Batches: a shard sends as soon as it holds max_samples_per_send
  *   samples, or batch_send_deadline after its oldest queued sample.
  * - Retries: 5xx, network errors and timeouts, and 429 when
@@ -50,9 +61,10 @@
 /* queue_config; zero fields take Prometheus's defaults (in brackets). */
 struct ps_remote_write_queue {
     size_t capacity;             /* samples queued per shard [10000] */
-    unsigned max_shards;         /* [50]; see min_shards */
-    unsigned min_shards;         /* [1]; the number of shards used: there is
-                                  * no dynamic resharding yet */
+    unsigned max_shards;         /* [50, or min_shards if larger] */
+    unsigned min_shards;         /* [1]; the shard count starts here and
+                                  * moves within [min, max] with the load;
+                                  * min == max: a fixed count */
     size_t max_samples_per_send; /* [2000] */
     long batch_send_deadline_ms; /* [5000] */
     long min_backoff_ms;         /* [30] */
@@ -89,8 +101,11 @@ struct ps_remote_write_opts {
     unsigned relabel_flags; /* PS_RELABEL_LEGACY_NAMES */
     struct ps_remote_write_queue queue;
     struct ps_remote_write_metadata metadata;
-    int send_exemplars;    /* [0] */
-    int64_t series_ttl_ms; /* forget idle series [3600000]; -1: never */
+    int send_exemplars;       /* [0] */
+    int64_t series_ttl_ms;    /* forget idle series [3600000]; -1: never */
+    long reshard_interval_ms; /* for tests only: how often the shard
+                               * count is recomputed [10000, Prometheus's
+                               * shardUpdateDuration]; not in the YAML */
 };
 
 struct ps_remote_write;
@@ -141,12 +156,16 @@ struct ps_remote_write_stats {
     uint64_t exemplars_dropped; /* pushed out of a full queue */
     uint64_t metadata_sent;
     uint64_t metadata_failed;
-    uint64_t requests; /* POSTs completed, successful or not */
-    size_t pending;    /* items (samples, and exemplars when sent)
-                        * queued in shards, not yet in a request */
-    size_t inflight;   /* in requests being sent or retried */
-    size_t series;     /* series (refs) known */
-    unsigned shards;
+    uint64_t requests;           /* POSTs completed, successful or not */
+    size_t pending;              /* items (samples, and exemplars when sent)
+                                  * queued in shards, not yet in a request */
+    size_t inflight;             /* in requests being sent or retried */
+    size_t series;               /* series (refs) known */
+    unsigned shards;             /* the shard count in use */
+    unsigned desired_shards;     /* the count the last tick computed from
+                                  * the rates, within [min, max], before
+                                  * the reshard rules; == shards until then */
+    uint64_t reshards;           /* reshards done */
     int64_t last_send_ms;        /* wall clock of the last 2xx, 0: never */
     int last_status;             /* HTTP status of the last failure, 0 */
     char last_error[PS_ERR_MAX]; /* the latest failure, "" if none yet; a

@@ -26,9 +26,12 @@
 --   promscrape.manager{ appender = rw } (alone or inside a fanout), which
 --   binds it to that manager's engine (curl multi handle) for good.
 -- rw:stats() -> { sent, failed, retried, dropped, relabel_dropped, pending,
---   inflight, requests, series, shards, exemplars_sent, exemplars_dropped,
---   metadata_sent, metadata_failed, last_send (Unix s), last_status,
---   last_error, name, url, attached }
+--   inflight, requests, series, shards, desired_shards, reshards,
+--   exemplars_sent, exemplars_dropped, metadata_sent, metadata_failed,
+--   last_send (Unix s), last_status, last_error, name, url, attached }
+--   shards moves between queue_config's min_shards and max_shards with the
+--   load (Prometheus's dynamic resharding, every 10 s, sooner on drops);
+--   desired_shards is what the last computation asked for.
 -- rw:flush([seconds = 60]) -> true | nil, msg, "ELIMIT": sends everything
 --   queued now and drives the engine until delivered or the deadline. The
 --   manager's scrapes go on meanwhile. Works after m:close() too.

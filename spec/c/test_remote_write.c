@@ -14,9 +14,10 @@
  *
  * The path picks the answer: /ok/<tag>, /fail400/<tag>,
  * /flaky500/N/<tag>, /flaky429/N/<tag> (N failures first, then 200),
- * /retryafter/<tag> (one 429 with Retry-After: 1). The child stops when the
- * test closes its control pipe, or after 60 s by its own alarm; the test always
- * reaps it.
+ * /retryafter/<tag> (one 429 with Retry-After: 1), /slow/MS/<tag> (200
+ * after MS milliseconds: a slow receiver, for resharding). The child stops when
+ * the test closes its control pipe, or after 60 s by its own alarm; the test
+ * always reaps it.
  */
 #include "ps_appender.h"
 #include "ps_appender_fanout.h"
@@ -125,7 +126,7 @@ static void handle(int fd, const char *req, const char *body, size_t blen)
 {
     char path[128] = "", ce[64], ct[64], ver[64], ua[64], auth[128], org[64];
     const char *extra = "", *rbody = "";
-    int status = 200, n, nf = 0;
+    int status = 200, n, nf = 0, slow_ms = 0;
     size_t ulen = 0, i;
     char *raw = NULL;
     struct rw_text t = {NULL, 0, 0};
@@ -146,6 +147,8 @@ static void handle(int fd, const char *req, const char *body, size_t blen)
     } else if (strncmp(path, "/retryafter/", 12) == 0 && n == 1) {
         status = 429;
         extra = "Retry-After: 1\r\n";
+    } else if (sscanf(path, "/slow/%d/", &slow_ms) == 1) {
+        status = 200;
     }
     header(req, "Content-Encoding", ce, sizeof(ce));
     header(req, "Content-Type", ct, sizeof(ct));
@@ -189,6 +192,10 @@ static void handle(int fd, const char *req, const char *body, size_t blen)
     }
     free(raw);
     free(t.s);
+    if (slow_ms > 0) { /* reported already: the wait is the answer's */
+        struct timespec ts = {slow_ms / 1000, (slow_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     answer(fd, status, extra, rbody);
 }
 
@@ -1180,6 +1187,240 @@ static void test_forget(struct ps_engine *eng)
     ps_remote_write_free(rw);
 }
 
+/* ---- resharding ---------------------------------------------------------- */
+
+#define RS_SERIES 20
+
+static const char *const rs_names[RS_SERIES] = {
+    "s0",  "s1",  "s2",  "s3",  "s4",  "s5",  "s6",  "s7",  "s8",  "s9",
+    "s10", "s11", "s12", "s13", "s14", "s15", "s16", "s17", "s18", "s19"};
+
+/* What arrived per series, in arrival order: a request carrying later
+ * samples of a series can only start once the earlier one was answered,
+ * and the receiver reports before it answers. */
+struct seen {
+    int64_t last[RS_SERIES];
+    long count[RS_SERIES], total;
+    int bad;  /* a timestamp not above the previous one: reordered or twice */
+    int gaps; /* timestamps skipped */
+};
+
+static void seen_fn(const char *line, size_t n, void *ud)
+{
+    struct seen *sn = ud;
+    const char *p, *end = line + n;
+    char path[128];
+    int st, off = 0, idx;
+
+    if (sscanf(line, "D %127s %d %n", path, &st, &off) < 2 || st >= 300)
+        return;
+    p = line + off;
+    if (sscanf(p, "S {__name__=\"s%d\"", &idx) != 1 || idx < 0 ||
+        idx >= RS_SERIES || (p = memchr(p, '}', (size_t)(end - p))) == NULL) {
+        sn->bad++;
+        return;
+    }
+    for (p++; p < end && *p == ' ';) {
+        long long tt;
+        double vv;
+        int used = 0;
+        if (sscanf(p, " %lld=%lf%n", &tt, &vv, &used) != 2)
+            break;
+        if (tt <= sn->last[idx] || vv != (double)tt)
+            sn->bad++;
+        else if (tt > sn->last[idx] + 1)
+            sn->gaps++;
+        sn->last[idx] = tt;
+        sn->count[idx]++;
+        sn->total++;
+        p += used;
+    }
+}
+
+/* The test owns the report from here: earlier tests are done with it. */
+static void rx_reset(void)
+{
+    drain();
+    rx_len = 0;
+    rx[0] = '\0';
+}
+
+/* Fast resharding (every interval_ms) on 20-sample requests; the queue is
+ * large enough never to drop. The 150 ms batch deadline makes the "remote
+ * fails" window (2 x deadline) longer than the light load's period. */
+static struct ps_remote_write *mk_resharding(struct ps_engine *eng,
+                                             const char *path, long interval_ms)
+{
+    struct ps_remote_write_opts o;
+
+    opts_for(&o, path);
+    o.queue.min_shards = 1;
+    o.queue.max_shards = 8;
+    o.queue.max_samples_per_send = 20;
+    o.queue.capacity = 20000;
+    o.queue.batch_send_deadline_ms = 150;
+    o.reshard_interval_ms = interval_ms;
+    return mk(eng, &o);
+}
+
+/* Commits one sample per series every period_ms for ms (or until
+ * stop(st) says so); returns the last timestamp used. */
+static int64_t rs_load(struct ps_engine *eng, struct ps_remote_write *rw,
+                       int64_t ts, long period_ms, long ms, unsigned *peak,
+                       int (*stop)(const struct ps_remote_write_stats *))
+{
+    int64_t end = mono_ms() + ms;
+    struct ps_remote_write_stats st;
+
+    while (mono_ms() < end) {
+        ts++;
+        scrape(ps_remote_write_appender(rw), rs_names, RS_SERIES, ts,
+               (double)ts);
+        pump(eng, period_ms);
+        get_stats(rw, &st);
+        if (peak != NULL && st.shards > *peak)
+            *peak = st.shards;
+        if (stop != NULL && stop(&st))
+            break;
+    }
+    return ts;
+}
+
+static int at_one_shard(const struct ps_remote_write_stats *st)
+{
+    return st->shards == 1;
+}
+
+/*
+ * A receiver answering after 20 ms: one shard sends at most ~1000 samples/s
+ * in 20-sample requests. 4000 samples/s must grow the shards; one commit
+ * every 200 ms (each shard then busy ~10-25 % of the time, even on a slow
+ * machine or under ASan) must shrink them again. Every sample of every
+ * series arrives exactly once and in order across the reshards.
+ */
+static void test_reshard(struct ps_engine *eng)
+{
+    const char *path = "/slow/20/rs";
+    struct ps_remote_write *rw;
+    struct ps_remote_write_stats st;
+    static struct seen sn;
+    unsigned peak = 0, grown;
+    uint64_t grow_reshards;
+    int64_t ts = 0, t0;
+    int i, complete = 1;
+
+    rx_reset();
+    rw = mk_resharding(eng, path, 100);
+    if (rw == NULL) {
+        ok(0, "reshard: created");
+        return;
+    }
+    get_stats(rw, &st);
+    ok(st.shards == 1 && st.desired_shards == 1 && st.reshards == 0,
+       "reshard: starts at min_shards");
+    ts = rs_load(eng, rw, ts, 5, 1500, &peak, NULL);
+    get_stats(rw, &st);
+    grown = st.shards;
+    grow_reshards = st.reshards;
+    printf("# heavy: %lld samples, peak %u shards, now %u (desired %u), "
+           "%llu reshards, pending %zu\n",
+           (long long)ts * RS_SERIES, peak, st.shards, st.desired_shards,
+           (unsigned long long)st.reshards, st.pending);
+    ok(peak > 1 && grown > 1 && st.reshards >= 1 && st.samples_dropped == 0,
+       "reshard: a slow receiver and a high input rate grow the shards");
+    t0 = mono_ms();
+    ts = rs_load(eng, rw, ts, 200, 6000, NULL, at_one_shard);
+    get_stats(rw, &st);
+    printf("# light: after %lld ms %u shards (desired %u), %llu reshards\n",
+           (long long)(mono_ms() - t0), st.shards, st.desired_shards,
+           (unsigned long long)st.reshards);
+    ok(st.shards < grown && st.reshards > grow_reshards,
+       "reshard: the shards shrink when the load falls");
+    ok(ps_remote_write_flush(rw, 5000, NULL) == PS_OK, "reshard: flushed");
+    memset(&sn, 0, sizeof(sn));
+    each_line('D', path, seen_fn, &sn);
+    for (i = 0; i < RS_SERIES; i++)
+        if (sn.count[i] != ts || sn.last[i] != ts)
+            complete = 0;
+    ok(complete && sn.bad == 0 && sn.gaps == 0,
+       "reshard: every sample of every series arrives once, in order");
+    if (!complete || sn.bad || sn.gaps)
+        printf("# s0: %ld of %lld, last %lld; bad %d gaps %d\n", sn.count[0],
+               (long long)ts, (long long)sn.last[0], sn.bad, sn.gaps);
+    get_stats(rw, &st);
+    ok(st.samples_sent == (uint64_t)(ts * RS_SERIES) &&
+           st.samples_dropped == 0 && st.samples_failed == 0 &&
+           st.pending == 0 && st.inflight == 0,
+       "reshard: sent == committed, nothing dropped or failed");
+    ps_remote_write_free(rw);
+}
+
+/* Prometheus does not reshard while sends fail: neither do we. */
+static void test_reshard_failing(struct ps_engine *eng)
+{
+    struct ps_remote_write *rw;
+    struct ps_remote_write_stats st;
+
+    rx_reset();
+    rw = mk_resharding(eng, "/flaky500/100000/rs", 50);
+    if (rw == NULL) {
+        ok(0, "reshard while failing: created");
+        return;
+    }
+    rs_load(eng, rw, 0, 5, 600, NULL, NULL);
+    get_stats(rw, &st);
+    ok(st.shards == 1 && st.reshards == 0 && st.samples_retried > 0,
+       "reshard: not while the remote fails");
+    ps_remote_write_free(rw);
+}
+
+/*
+ * Reshards meeting allocation failures: under load, windows of 120 ms in
+ * which every allocation after the k-th fails (k = 0..7), each long enough
+ * for two reshard ticks. A failed reshard keeps the old shards; what the
+ * failures cost elsewhere is counted. Nothing arrives twice or out of
+ * order, and sent + failed + dropped == committed.
+ */
+static void test_reshard_alloc(struct ps_engine *eng)
+{
+    const char *path = "/slow/20/rsalloc";
+    struct ps_remote_write *rw;
+    struct ps_remote_write_stats st;
+    static struct seen sn;
+    int64_t ts = 0;
+    long k;
+
+    rx_reset();
+    rw = mk_resharding(eng, path, 50);
+    if (rw == NULL) {
+        ok(0, "reshard alloc: created");
+        return;
+    }
+    for (k = 0; k < 8; k++) {
+        ts = rs_load(eng, rw, ts, 5, 150, NULL, NULL);
+        ps_alloc_fail_after(k);
+        pump(eng, 120);
+        ps_alloc_fail_after(-1);
+    }
+    ps_remote_write_flush(rw, 5000, NULL);
+    get_stats(rw, &st);
+    memset(&sn, 0, sizeof(sn));
+    each_line('D', path, seen_fn, &sn);
+    printf("# %llu reshards, %u shards; sent %llu failed %llu dropped %llu; "
+           "last error: %s\n",
+           (unsigned long long)st.reshards, st.shards,
+           (unsigned long long)st.samples_sent,
+           (unsigned long long)st.samples_failed,
+           (unsigned long long)st.samples_dropped, st.last_error);
+    ok(sn.bad == 0 && (uint64_t)sn.total == st.samples_sent &&
+           st.samples_sent + st.samples_failed + st.samples_dropped ==
+               (uint64_t)(ts * RS_SERIES) &&
+           st.pending == 0 && st.inflight == 0,
+       "reshard: allocation failures: nothing twice or reordered, "
+       "every sample accounted for");
+    ps_remote_write_free(rw);
+}
+
 /* free with a transfer in flight; free after the engine is gone */
 static void test_free(struct ps_engine *eng)
 {
@@ -1320,6 +1561,9 @@ int main(void)
         test_metadata_stale_exemplar(eng);
         test_fanout(eng);
         test_forget(eng);
+        test_reshard(eng);
+        test_reshard_failing(eng);
+        test_reshard_alloc(eng);
         test_free(eng);
     } else {
         ok(0, "engine created");

@@ -662,7 +662,7 @@ static void push_rw_stats(lua_State *L, struct lps_capp *c)
     memset(&st, 0, sizeof(st));
     if (c->rw != NULL)
         ps_remote_write_stats(c->rw, &st);
-    lua_createtable(L, 0, 20); /* t */
+    lua_createtable(L, 0, 22); /* t */
     set_num(L, "sent", (double)st.samples_sent);
     set_num(L, "failed", (double)st.samples_failed);
     set_num(L, "retried", (double)st.samples_retried);
@@ -677,6 +677,8 @@ static void push_rw_stats(lua_State *L, struct lps_capp *c)
     set_num(L, "inflight", (double)st.inflight);
     set_num(L, "series", (double)st.series);
     set_num(L, "shards", (double)st.shards);
+    set_num(L, "desired_shards", (double)st.desired_shards);
+    set_num(L, "reshards", (double)st.reshards);
     set_num(L, "last_send", (double)st.last_send_ms / 1000.0);
     set_num(L, "last_status", (double)st.last_status);
     lua_pushstring(L, st.last_error);
