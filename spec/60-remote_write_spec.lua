@@ -86,6 +86,30 @@ describe("promscrape.remote_write", function()
     m:close()
   end)
 
+  it("reads *_file secrets when it sends: a missing file is a clear error, samples stay queued", function()
+    local tok = os.tmpname()
+    os.remove(tok)
+    local rw = assert(promscrape.remote_write{ url = "http://127.0.0.1:1/w", bearer_token_file = tok,
+      queue_config = { batch_send_deadline = "50ms" } })
+    local m = assert(promscrape.manager{ appender = promscrape.fanout{ promscrape.memory(), rw } })
+    local srv = server.start()
+    local ok, err = pcall(function()
+      assert(m:apply_config{
+        scrape_configs = { { job_name = "tokfile", scrape_interval = "100ms", scrape_timeout = "90ms",
+          static_configs = { { targets = { srv:address() } } } } },
+      })
+      assert(m:run{ duration = 1 })
+      local st = rw:stats()
+      assert.matches("cannot read \"" .. tok .. "\"", st.last_error, 1, true)
+      assert.equal(0, st.sent)
+      assert.equal(0, st.dropped)
+      assert.is_true(st.pending > 0)
+    end)
+    m:close()
+    srv:stop()
+    assert(ok, err)
+  end)
+
   it("fans out to a memory store and a remote write", function()
     local store = promscrape.memory()
     local rw = assert(promscrape.remote_write{ url = "http://127.0.0.1:1/w" })

@@ -1148,6 +1148,8 @@ static int request_opts(const struct ps_remote_write_opts *o,
     ro->basic_auth_password = o->basic_auth_password;
     ro->auth_type = o->auth_type;
     ro->auth_credentials = o->auth_credentials;
+    ro->basic_auth_password_file = o->basic_auth_password_file;
+    ro->auth_credentials_file = o->auth_credentials_file;
     ro->tls = o->tls;
     ro->proxy_url = o->proxy_url;
     ro->disable_follow_redirects = o->disable_follow_redirects;
@@ -1291,6 +1293,8 @@ static size_t ro_fields(struct ps_http_req_opts *ro, const char **f[16])
     f[n++] = &ro->basic_auth_password;
     f[n++] = &ro->auth_type;
     f[n++] = &ro->auth_credentials;
+    f[n++] = &ro->basic_auth_password_file;
+    f[n++] = &ro->auth_credentials_file;
     f[n++] = &ro->tls.ca_file;
     f[n++] = &ro->tls.cert_file;
     f[n++] = &ro->tls.key_file;

@@ -92,6 +92,9 @@ struct ps_remote_write_opts {
     const char *basic_auth_password;
     const char *auth_type;        /* authorization.type; NULL: "Bearer" */
     const char *auth_credentials; /* authorization.credentials / bearer */
+    /* secrets in files, re-read when they change (ps_http_req_opts) */
+    const char *basic_auth_password_file;
+    const char *auth_credentials_file;
     struct ps_http_tls_opts tls;
     const char *proxy_url;
     int disable_http2;

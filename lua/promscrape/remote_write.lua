@@ -54,14 +54,6 @@ local function ms(d, what)
   return v
 end
 
-local function read_file(path, what)
-  local f, err = io.open(path, "rb")
-  if not f then error(format("%s: %s", what, tostring(err)), 0) end
-  local s = f:read("*a") or ""
-  f:close()
-  return (s:gsub("%s+$", ""))
-end
-
 local UNSUPPORTED = { "oauth2", "sigv4", "azuread", "google_iam" }
 
 --- One normalized entry (promscrape.config's shape) -> the flat table
@@ -98,22 +90,21 @@ local function flatten(e, path)
   f.headers = hs
   if type(e.basic_auth) == "table" then
     f.basic_auth_user = e.basic_auth.username or ""
+    -- *_file secrets go down as paths: the request reads them when a send
+    -- starts and again when the file changed, as Prometheus does per request
     f.basic_auth_password = e.basic_auth.password
-    if e.basic_auth.password_file then
-      f.basic_auth_password = read_file(e.basic_auth.password_file, path .. ".basic_auth.password_file")
-    end
+    f.basic_auth_password_file = e.basic_auth.password_file
   end
   local a = e.authorization
   if type(a) == "table" then
     f.auth_type = a.type
     f.auth_credentials = a.credentials
-    if a.credentials_file then
-      f.auth_credentials = read_file(a.credentials_file, path .. ".authorization.credentials_file")
-    end
+    f.auth_credentials_file = a.credentials_file
   end
   if e.bearer_token or e.bearer_token_file then
     f.auth_type = "Bearer"
-    f.auth_credentials = e.bearer_token or read_file(e.bearer_token_file, path .. ".bearer_token_file")
+    f.auth_credentials = e.bearer_token
+    f.auth_credentials_file = e.bearer_token_file
   end
   local t = e.tls_config
   if type(t) == "table" then

@@ -273,10 +273,13 @@ static void read_opts(lua_State *L, int t, int anchor,
     lua_pop(L, 1);
     o->basic_auth_user = f_str(L, t, "basic_auth_user");
     o->basic_auth_password = f_str(L, t, "basic_auth_password");
-    if (o->basic_auth_user != NULL && o->basic_auth_password == NULL)
+    o->basic_auth_password_file = f_str(L, t, "basic_auth_password_file");
+    if (o->basic_auth_user != NULL && o->basic_auth_password == NULL &&
+        o->basic_auth_password_file == NULL)
         o->basic_auth_password = "";
     o->auth_type = f_str(L, t, "auth_type");
     o->auth_credentials = f_str(L, t, "auth_credentials");
+    o->auth_credentials_file = f_str(L, t, "auth_credentials_file");
     o->tls.ca_file = f_str(L, t, "tls_ca_file");
     o->tls.cert_file = f_str(L, t, "tls_cert_file");
     o->tls.key_file = f_str(L, t, "tls_key_file");
