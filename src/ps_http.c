@@ -591,6 +591,29 @@ int ps_http_busy(const struct ps_http_req *r)
     return r->busy;
 }
 
+/*
+ * The Content-Type of the final response only. CURLINFO_CONTENT_TYPE keeps
+ * the one of an earlier response in a redirect chain when the final
+ * response has none (libcurl 7.88, found by fuzz_response), which would
+ * let a target that sends no Content-Type pass as text. The header API
+ * (7.83+) asks the last request's own headers; curl builds without it
+ * fall back to the info field. Valid until the next transfer on r.
+ */
+static char *final_content_type(struct ps_http_req *r)
+{
+    struct curl_header *hd = NULL;
+    char *ct = NULL;
+    CURLHcode hc = curl_easy_header(r->easy, "Content-Type", 0, CURLH_HEADER,
+                                    -1, &hd);
+
+    if (hc == CURLHE_OK)
+        return hd->value;
+    if (hc == CURLHE_NOT_BUILT_IN &&
+        curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK)
+        return ct;
+    return NULL;
+}
+
 /* Completes one transfer: detach it from the multi, then call back. The
  * callback may free r, so r is not touched after it. */
 static void finish(struct ps_http_req *r, CURLcode cc)
@@ -605,7 +628,7 @@ static void finish(struct ps_http_req *r, CURLcode cc)
     if (curl_easy_getinfo(r->easy, CURLINFO_RETRY_AFTER, &retry_after) !=
         CURLE_OK)
         retry_after = 0;
-    curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ctype);
+    ctype = final_content_type(r);
     stop_transfer(r);
     memset(&res, 0, sizeof(res));
     res.rc = classify(r, cc, status, &timed_out);

@@ -141,6 +141,13 @@ static int serve_one(int fd, const char *req, int nreq)
             respond(fd, "200 OK", "", "authorized", 10);
         else
             respond(fd, "401 Unauthorized", "", "no", 2);
+    } else if (strcmp(path, "/redirect-ct") == 0) {
+        respond(fd, "301 Moved Permanently",
+                "Content-Type: text/plain; version=0.0.4\r\n"
+                "Location: /no-ct\r\n",
+                "", 0);
+    } else if (strcmp(path, "/no-ct") == 0) {
+        respond(fd, "200 OK", "", "a 1\n", 4);
     } else if (strcmp(path, "/redirect") == 0) {
         respond(fd, "301 Moved Permanently", "Location: /metrics\r\n", "", 0);
     } else if (strcmp(path, "/loop") == 0) {
@@ -600,6 +607,22 @@ static void test_http_basic(struct ps_engine *eng)
                strcmp(g.err, "connection refused") == 0,
            "http: closed port: 'connection refused'");
     }
+}
+
+/* The Content-Type is the final response's: none after a redirect whose
+ * 301 had one (libcurl 7.88's CURLINFO_CONTENT_TYPE keeps the 301's). */
+static void test_http_final_content_type(struct ps_engine *eng)
+{
+    struct ps_http_req_opts o;
+    struct got g;
+
+    memset(&o, 0, sizeof(o));
+    fetch(eng, &o, "/redirect-ct", &g);
+    ok(g.rc == PS_OK && strcmp(g.body, "a 1\n") == 0 && g.ctype[0] == '\0',
+       "redirect: a final response without Content-Type has none");
+    fetch(eng, &o, "/redirect", &g);
+    ok(g.rc == PS_OK && strncmp(g.ctype, "text/plain", 10) == 0,
+       "redirect: the final response's Content-Type");
 }
 
 static void test_http_auth(struct ps_engine *eng)
@@ -1345,6 +1368,7 @@ int main(void)
     if (rc == PS_OK) {
         test_http_basic(eng);
         test_http_auth(eng);
+        test_http_final_content_type(eng);
         test_http_secret_files(eng);
         test_http_reuse(eng);
         test_http_concurrency(eng);
