@@ -137,6 +137,9 @@ local function plain(node)
     end
     local v, ty = yamlload.resolve(node)
     if ty == "null" then return M.null end
+    -- .inf and .nan stay text: the config travels on as JSON (manager,
+    -- remote_write), which has no such numbers.
+    if ty == "float" and (v ~= v or v == math.huge or v == -math.huge) then return node.raw end
     return v
 end
 
@@ -159,13 +162,20 @@ local function convert_scalar(spec, node, path, ctx)
         return v
     elseif k == "uint" or k == "int" then
         local v, ty = yamlload.resolve(node)
+        if ty == "bigint" then fail(path, "%s is out of range (at most 2^53)", q(node.raw)) end
         if ty ~= "int" or (k == "uint" and v < 0) then
             fail(path, "expected %s, got %s", k == "uint" and "a non-negative integer" or "an integer", describe(node))
         end
         return v
     elseif k == "float" then
         local v, ty = yamlload.resolve(node)
+        if ty == "bigint" then fail(path, "%s is out of range (at most 2^53)", q(node.raw)) end
         if ty ~= "int" and ty ~= "float" then fail(path, "expected a number, got %s", describe(node)) end
+        -- No field wants them, and JSON (how the manager passes the config
+        -- on) cannot carry them.
+        if v ~= v or v == math.huge or v == -math.huge then
+            fail(path, "expected a finite number, got %s", describe(node))
+        end
         return v
     elseif k == "duration" then
         local ms, err = M.parse_duration(node.raw)
@@ -173,9 +183,18 @@ local function convert_scalar(spec, node, path, ctx)
         return M.format_duration(ms)
     elseif k == "bytes" then
         local v, ty = yamlload.resolve(node)
-        if ty == "int" then return v end
-        local b, err = M.parse_bytes(node.raw)
-        if not b then fail(path, "%s", err) end
+        if ty == "bigint" then fail(path, "%s is out of range (at most 2^53 bytes)", q(node.raw)) end
+        local b = v
+        if ty ~= "int" then
+            local err
+            b, err = M.parse_bytes(node.raw)
+            if not b then fail(path, "%s", err) end
+            if b > yamlload.MAX_INT then
+                fail(path, "%s is out of range (at most 2^53 bytes)", q(node.raw))
+            end
+        end
+        -- Prometheus takes a limit <= 0 as no limit, which is our 0.
+        if b < 0 then b = 0 end
         return b
     elseif k == "enum" then
         for _, v in ipairs(spec.values) do
@@ -567,6 +586,11 @@ local function check_relabel(list, path, scheme, ctx)
     for _, r in ipairs(list) do
         ctx.explicit[r] = nil
         r.source_labels = r.source_labels or {}
+        -- These actions use no regex, and the engine (like Prometheus)
+        -- refuses one that is written out, even the default: leaving the
+        -- default in would make this result unreadable by parse again,
+        -- which apply_config does.
+        if r.action == "keepequal" or r.action == "dropequal" then r.regex = nil end
     end
 end
 
@@ -751,7 +775,10 @@ local GLOBAL = OBJECT("global", {
     { "query_log_file", STRING },
     { "scrape_failure_log_file", STRING },
     { "external_labels", LABEL_SET, default = function() return {} end },
-    { "body_size_limit", BYTES, default = 0 },
+    -- 64 MiB (PS_HTTP_DEFAULT_BODY_LIMIT in src/ps_http.h): Prometheus has no
+    -- default, but an unattended scraper should not let one target's gzip
+    -- bomb take the process. An explicit 0 still means no limit.
+    { "body_size_limit", BYTES, default = 64 * 1024 * 1024 },
     { "sample_limit", UINT, default = 0 },
     { "target_limit", UINT, default = 0 },
     { "label_limit", UINT, default = 0 },
@@ -1171,7 +1198,7 @@ local SCRAPE_FILE_KEYS = { scrape_configs = true }
 -- Config.GetScrapeConfigs: the jobs of every file matched by scrape_config_files.
 local function load_scrape_config_files(cfg, ctx, source)
     if #cfg.scrape_config_files == 0 then return cfg end
-    local ok_lfs = pcall(require, "lfs")
+    local ok_lfs, lfs = pcall(require, "lfs")
     if not ok_lfs then
         return nil, format("%s: scrape_config_files: needs LuaFileSystem (lfs), which is not installed", source)
     end
@@ -1182,6 +1209,13 @@ local function load_scrape_config_files(cfg, ctx, source)
                 source, pindex("scrape_config_files", i), q(pat), gerr)
         end
         for _, file in ipairs(files) do
+            -- A pattern may match a device (/dev/zero, /dev/stdin): reading
+            -- one would never end. Directories keep read_file's error.
+            local mode = lfs.attributes(file, "mode")
+            if mode and mode ~= "file" and mode ~= "directory" then
+                return nil, format("%s: %s: %s is not a regular file",
+                    source, pindex("scrape_config_files", i), q(file))
+            end
             local text, rerr = read_file(file)
             if not text then return nil, rerr end
             local fctx = {

@@ -10,11 +10,42 @@
 --   { t = "map", keys = { "k1", ... } (document order), map = { k1 = node } }
 --   { t = "seq", n = count, [1] = node, ... }
 --   { t = "scalar", raw = "text", plain = bool, tag = "!!str"|nil, null = bool }
--- every node also carries `line` (1-based).
+-- every node also carries `line` (1-based) and `size`: its node count with
+-- aliases expanded, which is what a walker of the tree will visit.
 -- Merge keys (`<<: *anchor`) are resolved as yaml.v2 does: explicit keys win.
+--
+-- Limits, so that a small file cannot make the walkers behind this loader
+-- (which visit a shared node once per reference) run for hours:
+-- * aliases: yaml.v2's rule (decode.go allowedAliasRatio), applied to the
+--   whole document: past 1000 nodes and 100 aliased ones, at most 99% of
+--   the expanded nodes may come from aliases, falling linearly to 10% at
+--   4M nodes ("billion laughs" documents are refused);
+-- * nesting: MAX_DEPTH levels (yaml.v2 stops at 10000; ours is lower because
+--   the walkers recurse, and LuaJIT's Lua stack holds fewer frames).
 local yaml = require "yaml"
 
 local M = {}
+
+local MAX_DEPTH = 1000
+M.MAX_DEPTH = MAX_DEPTH
+
+-- Sizes saturate here: a chain of aliases can describe more nodes than a
+-- double counts exactly, and any such document is refused anyway.
+local SIZE_CAP = 1e15
+
+-- yaml.v2's allowedAliasRatio(decodeCount).
+local ALIAS_LOW, ALIAS_HIGH = 400000, 4000000
+local function allowed_alias_ratio(n)
+    if n <= ALIAS_LOW then return 0.99 end
+    if n >= ALIAS_HIGH then return 0.10 end
+    return 0.99 - 0.89 * ((n - ALIAS_LOW) / (ALIAS_HIGH - ALIAS_LOW))
+end
+
+local function add_size(a, b)
+    local s = a + b
+    if s > SIZE_CAP then return SIZE_CAP end
+    return s
+end
 
 local TAG_PREFIX = "tag:yaml.org,2002:"
 
@@ -85,8 +116,10 @@ function M.load(text)
         return true
     end
 
+    local depth, written = 0, 0
+
     local function load_map(line)
-        local node = { t = "map", keys = {}, map = {}, line = line }
+        local node = { t = "map", keys = {}, map = {}, line = line, size = 1 }
         local merged, merged_order = {}, {}
         local key_line = {}
         while true do
@@ -129,18 +162,25 @@ function M.load(text)
                 node.keys[#node.keys + 1] = k
             end
         end
+        local size = 1
+        for _, k in ipairs(node.keys) do
+            size = add_size(size, 1 + node.map[k].size)
+        end
+        node.size = size
         return node
     end
 
     local function load_seq(line)
-        local node = { t = "seq", n = 0, line = line }
+        local node = { t = "seq", n = 0, line = line, size = 1 }
         while true do
             local kind = advance()
             if kind == "SEQUENCE_END" then
                 break
             end
             node.n = node.n + 1
-            node[node.n] = load_node(kind)
+            local child = load_node(kind)
+            node[node.n] = child
+            node.size = add_size(node.size, child.size)
         end
         return node
     end
@@ -158,12 +198,20 @@ function M.load(text)
                 plain = plain,
                 tag = tag,
                 line = line,
+                size = 1,
                 null = (plain and NULL_WORDS[ev.value] == true) or tag == "!!null",
             }
-        elseif kind == "MAPPING_START" then
-            node = load_map(line)
-        elseif kind == "SEQUENCE_START" then
-            node = load_seq(line)
+        elseif kind == "MAPPING_START" or kind == "SEQUENCE_START" then
+            if depth >= MAX_DEPTH then
+                fail("exceeded max depth of %d", MAX_DEPTH)
+            end
+            depth = depth + 1
+            if kind == "MAPPING_START" then
+                node = load_map(line)
+            else
+                node = load_seq(line)
+            end
+            depth = depth - 1
         elseif kind == "ALIAS" then
             node = anchors[ev.anchor]
             if node == nil then
@@ -173,6 +221,7 @@ function M.load(text)
         else
             fail("unexpected YAML event %s", tostring(kind))
         end
+        written = written + 1
         if anchor ~= nil then
             anchors[anchor] = node
         end
@@ -193,12 +242,31 @@ function M.load(text)
     if advance() ~= "DOCUMENT_END" then
         fail("expected the end of the YAML document")
     end
+    local expanded = root.size
+    local aliased = expanded - written
+    if aliased > 100 and expanded > 1000 and aliased / expanded > allowed_alias_ratio(expanded) then
+        error(("document contains excessive aliasing: its %d nodes expand to %s through aliases and merge keys"
+            .. " (at most %d%% of the expanded nodes may come from aliases at that size)"):format(
+            written, expanded >= SIZE_CAP and "more than 10^15" or ("%.0f"):format(expanded),
+            math.floor(allowed_alias_ratio(expanded) * 100 + 0.5)), 0)
+    end
     -- yaml.v2 reads the first document only; so do we.
     return root
 end
 
---- Resolves a plain scalar's text as yaml.v2 would (YAML 1.1 rules).
--- Returns the Lua value and a type name: "null", "bool", "int", "float", "string".
+-- Integers are kept within +-2^53: every Lua the loader runs on holds them
+-- exactly (LuaJIT's numbers are doubles), and the manager hands the config
+-- on as JSON numbers. yaml.v2 would take int64; nothing in a Prometheus
+-- config needs more than 2^53.
+local MAX_INT = 2 ^ 53
+M.MAX_INT = MAX_INT
+
+local INT_FORMS = {
+    { "^0[xX](%x+)$", 16 }, { "^0[bB]([01]+)$", 2 }, { "^0[oO]([0-7]+)$", 8 },
+    { "^0([0-7]+)$", 8 }, { "^(%d+)$", 10 },
+}
+
+-- Returns the integer, or nil when s is not one, or nil, "range".
 local function parse_int(s)
     local sign = 1
     local body = s:gsub("_", "")
@@ -208,23 +276,26 @@ local function parse_int(s)
         body = body:sub(2)
     end
     if body == "" then return nil end
-    local v
-    if body:match("^0[xX]%x+$") then
-        v = tonumber(body:sub(3), 16)
-    elseif body:match("^0[bB][01]+$") then
-        v = tonumber(body:sub(3), 2)
-    elseif body:match("^0[oO][0-7]+$") then
-        v = tonumber(body:sub(3), 8)
-    elseif body:match("^0[0-7]+$") then
-        v = tonumber(body:sub(2), 8)
-    elseif body:match("^%d+$") then
-        v = tonumber(body, 10)
+    for _, form in ipairs(INT_FORMS) do
+        local digits = body:match(form[1])
+        if digits then
+            -- Digit by digit rather than tonumber(): that wraps around (5.4
+            -- with a base) or goes float (without) on overflow.
+            local v, base = 0, form[2]
+            for i = 1, #digits do
+                v = v * base + tonumber(digits:sub(i, i), 16)
+                if v > MAX_INT then return nil, "range" end
+            end
+            return sign * v
+        end
     end
-    if v == nil then return nil end
-    return sign * v
+    return nil
 end
 M.parse_int = parse_int
 
+--- Resolves a plain scalar's text as yaml.v2 would (YAML 1.1 rules).
+-- Returns the Lua value and a type name: "null", "bool", "int", "float",
+-- "string", or "bigint" (an integer out of range; the value is the text).
 function M.resolve(node)
     if node.null then
         return nil, "null"
@@ -233,8 +304,10 @@ function M.resolve(node)
     if not node.plain then
         if node.tag == "!!bool" and BOOL_WORDS[raw] ~= nil then
             return BOOL_WORDS[raw], "bool"
-        elseif node.tag == "!!int" and parse_int(raw) then
-            return parse_int(raw), "int"
+        elseif node.tag == "!!int" then
+            local i, why = parse_int(raw)
+            if i then return i, "int" end
+            if why then return raw, "bigint" end
         elseif node.tag == "!!float" and tonumber(raw) then
             return tonumber(raw), "float"
         end
@@ -244,9 +317,11 @@ function M.resolve(node)
     if b ~= nil then
         return b, "bool"
     end
-    local i = parse_int(raw)
+    local i, why = parse_int(raw)
     if i ~= nil then
         return i, "int"
+    elseif why then
+        return raw, "bigint"
     end
     -- yaml.v2's float pattern: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
     local f = raw:gsub("_", "")
