@@ -1023,6 +1023,12 @@ static int refresh_secret(struct ps_http_req *r, struct ps_err *e)
         return ps_err_set(e, PS_EIO, "http: %s: cannot read \"%s\": %s",
                           sf->field, sf->path, strerror(errno));
     }
+    /* a FIFO or a device would block the engine thread or never end */
+    if (!S_ISREG(st.st_mode)) {
+        sf->known = 0;
+        return ps_err_set(e, PS_EIO, "http: %s: \"%s\" is not a regular file",
+                          sf->field, sf->path);
+    }
     if (sf->known && st.st_dev == sf->dev && st.st_ino == sf->ino &&
         st.st_size == sf->size && st.st_mtim.tv_sec == sf->mtim.tv_sec &&
         st.st_mtim.tv_nsec == sf->mtim.tv_nsec)
