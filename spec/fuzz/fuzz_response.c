@@ -953,6 +953,14 @@ static void check_text(struct ps_appender_mem *mem)
     if (ps_appender_mem_text(mem, &b) != PS_OK)
         fail("memory store text output");
     ps_appender_mem_foreach(mem, count_live, &live);
+    /* A NUL byte is valid UTF-8, so relabeling may put one in a metric
+     * name (Prometheus allows it too), but the parser refuses NUL in a
+     * quoted name after # TYPE, and the text format has no escape for it:
+     * such a store has no text form that reads back. */
+    if (b.len > 0 && memchr(b.p, '\0', b.len) != NULL) {
+        ps_buf_cleanup(&b);
+        return;
+    }
     memset(&o, 0, sizeof(o));
     o.format = PS_FORMAT_TEXT;
     ps_err_init(&e);
