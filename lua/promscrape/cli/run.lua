@@ -29,7 +29,11 @@ options:
   --table, --no-table force or disable the live table (default: on a terminal)
   --throttle S        minimum seconds between two target updates from
                       discovery to the scrape engine (default 5, as Prometheus)
-  --refresh S         table refresh period in seconds (default 1)
+  --refresh S         table refresh period in seconds (default 1); without
+                      a table, how often target health is checked for the log
+  --forget-after S    drop series with no sample for S seconds from the
+                      store behind /federate (default 300, as Prometheus's
+                      lookback delta; 0 keeps every series forever)
   --shard I/N         scrape only shard I (0..N-1) of every job's targets:
                       hashmod of __address__ (docs/remote_write.md)
   -h, --help          this text
@@ -40,7 +44,7 @@ signals: SIGHUP reloads CONFIG, SIGINT/SIGTERM stop.
 -- ---- arguments -----------------------------------------------------------
 
 local function parse_args(args)
-  local o = { throttle = 5, refresh = 1 }
+  local o = { throttle = 5, refresh = 1, forget_after = 300 }
   local i = 1
   local function value(name)
     i = i + 1
@@ -73,6 +77,8 @@ local function parse_args(args)
       o.throttle = number(a, 0)
     elseif a == "--refresh" then
       o.refresh = number(a, 0.05)
+    elseif a == "--forget-after" then
+      o.forget_after = number(a, 0)
     elseif a == "--shard" then -- issue 6
       local si, sn = value(a):match("^(%d+)/(%d+)$")
       si, sn = tonumber(si), tonumber(sn)
@@ -437,7 +443,17 @@ function M.main(args, out, err)
     tty = out == io.stdout and term ~= nil and term ~= "" and term ~= "dumb" and util.isatty()
   end
 
-  local m, merr = promscrape.manager(o.shard and { shard = o.shard } or nil)
+  -- The store keeps the latest sample of every series: without forgetting,
+  -- the series of every target that ever went away (stale now) would stay
+  -- in memory for good, growing with target churn (found by `make soak`).
+  -- Prometheus's /federate does not return series older than its lookback
+  -- delta (5m) either.
+  local store, serr = promscrape.memory { forget_after = o.forget_after }
+  if not store then
+    err:write("promscrape run: " .. tostring(serr) .. "\n")
+    return 1
+  end
+  local m, merr = promscrape.manager { appender = store, shard = o.shard }
   if not m then
     err:write("promscrape run: " .. tostring(merr) .. "\n")
     return 1
@@ -452,6 +468,8 @@ function M.main(args, out, err)
     for _, w in ipairs(cfg.warnings or {}) do self:log("warn", "config warning", { "warning", w }) end
   end
   self.d = discovery.new {
+    -- targets were added or removed: log that at once (see the main loop)
+    on_sync = function() self.watch_now = true end,
     manager = m,
     throttle = o.throttle,
     on_error = function(job, provider, e)
@@ -497,7 +515,7 @@ function M.main(args, out, err)
   if self.listen_addr then self:log("info", "listening", { "address", self.listen_addr }) end
 
   local t0 = self.clock()
-  local next_draw = 0
+  local next_draw, next_watch = 0, 0
   local stop_reason = "duration"
   local step = math.min(0.1, o.refresh)
   while true do
@@ -535,7 +553,13 @@ function M.main(args, out, err)
         next_draw = now + o.refresh
         self:draw()
       end
-    else
+    elseif self.watch_now or self.clock() >= next_watch then
+      -- watch_targets rebuilds every target's status to diff it: doing that
+      -- on every 0.1 s step cost more CPU than the scraping (make soak).
+      -- Additions and removals only come with a sync, which sets watch_now;
+      -- health changes come with scrapes, so once per --refresh sees them.
+      self.watch_now = false
+      next_watch = self.clock() + o.refresh
       self:watch_targets()
     end
   end
