@@ -17,28 +17,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "benchlib.h"
+
 #define RUNS 7
-
-static double now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_d);
-    return v[n / 2];
-}
 
 /* Label sets like a node exporter's: name, job, instance, two more. */
 static struct ps_labels *make_series(size_t n, char **store)
@@ -147,13 +128,13 @@ int main(int argc, char **argv)
     printf("appender bench: %zu series x %d scrapes, median of %d runs\n", n,
            rounds, RUNS);
     printf("  memory store  append by ref      %7.2f ns/sample\n",
-           median(app, RUNS));
+           bench_median(app, RUNS));
     printf("  memory store  commit             %7.2f ns/sample\n",
-           median(com, RUNS));
+           bench_median(com, RUNS));
     printf("  memory store  append ref 0 (hit) %7.2f ns/sample\n",
-           median(miss, RUNS));
+           bench_median(miss, RUNS));
     printf("  batch shim    append+commit+pop  %7.2f ns/sample\n",
-           median(bat, RUNS));
+           bench_median(bat, RUNS));
     for (i = 0; i < n; i++)
         ps_labels_cleanup(&ls[i]);
     free(ls);

@@ -27,22 +27,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "benchlib.h"
+
 #define MAX_RUNS 15
-
-static double now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
 
 /* Reads a whole file; NULL (with a message) on failure. */
 static char *slurp(const char *path, size_t *len)
@@ -178,7 +165,7 @@ int main(int argc, char **argv)
         if (run < runs) {
             status = 1;
         } else {
-            qsort(ns, (size_t)runs, sizeof(ns[0]), cmp_d);
+            qsort(ns, (size_t)runs, sizeof(ns[0]), bench_cmp);
             printf("%-40s %6llu samples/scrape (%llu fast)  %7.1f "
                    "ns/sample%s\n",
                    argv[i], (unsigned long long)samples,

@@ -36,6 +36,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "benchlib.h"
+
 #define MIN_RUN_NS 50000000.0 /* 50 ms per timed run */
 #define NRUNS 7               /* the minimum; BENCH_RUNS may raise it */
 #define MAX_RUNS 101
@@ -44,27 +46,7 @@
 static volatile uint64_t sink_u;
 static volatile double sink_d;
 
-static double now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return (x > y) - (x < y);
-}
-
 /* Median of v[0..n); sorts v in place. */
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /*
  * Reads a whole file into a malloc'd buffer (one spare byte, so appending
@@ -237,7 +219,7 @@ static double bench_job(const struct job *j, int nruns)
     }
     for (i = 0; i < nruns; i++)
         per_pass[i] = time_passes(j, passes) / (double)passes;
-    return median(per_pass, nruns);
+    return bench_median(per_pass, nruns);
 }
 
 /* ---- reporting ----------------------------------------------------------- */

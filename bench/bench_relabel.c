@@ -19,6 +19,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "benchlib.h"
+
 #define S(lit)                                                                 \
     {                                                                          \
         lit, sizeof(lit) - 1                                                   \
@@ -118,21 +120,6 @@ static const char *const metric_labels[][2] = {
     {"pod_template_hash", "7d9f8c6b5"},
 };
 
-static double now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return (x > y) - (x < y);
-}
-
 /* Median ns per apply, or -1 on error. */
 static double bench(const char *name, const struct ps_relabel_config *cfg,
                     size_t ncfg, const char *const (*lbl)[2], size_t nl,
@@ -171,7 +158,7 @@ static double bench(const char *name, const struct ps_relabel_config *cfg,
         if (k >= 0)
             t[k] = (now_ns() - t0) / (double)iters;
     }
-    qsort(t, (size_t)runs, sizeof(*t), cmp_double);
+    qsort(t, (size_t)runs, sizeof(*t), bench_cmp);
     printf("%-44s %4zu rules %4zu labels -> %3zu labels%s %8.0f ns/apply\n",
            name, ncfg, nl, out.n,
            drop_at == PS_RELABEL_KEPT ? "" : " (dropped)", t[runs / 2]);

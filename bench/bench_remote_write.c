@@ -30,31 +30,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "benchlib.h"
+
 #define RUNS 7
 #define BATCH 2000
 
 /* Thread CPU time, not wall time: the figure is CPU per sample, and it
  * holds up better on a loaded machine. */
-static double now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_d);
-    return v[n / 2];
-}
 
 /* cAdvisor-like series: 100 pods x 20 metric names, sorted labels. */
 static struct ps_labels *make_series(size_t n)
@@ -196,12 +178,12 @@ int main(int argc, char **argv)
            "(13 labels), CPU time, median of %d runs\n",
            BATCH, RUNS);
     printf("  protobuf encode          %7.1f ns/sample  (%.0f bytes/sample)\n",
-           median(enc, RUNS), (double)raw_len / BATCH);
+           bench_median(enc, RUNS), (double)raw_len / BATCH);
     printf("  encode + snappy          %7.1f ns/sample  (%.0f bytes/sample "
            "on the wire)\n",
-           median(encz, RUNS), (double)out_len / BATCH);
+           bench_median(encz, RUNS), (double)out_len / BATCH);
     printf("  appender append+commit   %7.1f ns/sample  (staging + queueing)\n",
-           median(app, RUNS));
+           bench_median(app, RUNS));
     for (i = 0; i < BATCH; i++)
         ps_labels_cleanup(&ls[i]);
     free(ls);

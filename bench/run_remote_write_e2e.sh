@@ -8,7 +8,8 @@
 # remote-write sink on SINK_PORT; measure.py; run_scrapers.sh for vmagent),
 # like bench/run_scrape.sh. Without ../shared: prints a line and exits 0.
 # Env [defaults]: WARM [20] WINDOW [30] SPLITS [3]
-#   SCENARIOS ["200x1000@1s 20x10000@1s"] SHARDS [4] (promscrape's queue shards)
+#   SCENARIOS ["200x1000@1s 20x10000@1s"] SHARDS [0] (promscrape's queue
+#   shards; 0: Prometheus's defaults, resharding between 1 and 50)
 #   BASE_PORT [21000] SINK_PORT [20999] BUILD [build]
 #   RUN_DIR [build/bench/rw-run] OUT_DIR [build/bench/rw-results]
 # Everything started here is stopped by PID, also on Ctrl-C or error.
@@ -19,7 +20,7 @@ ROOT=$PWD
 if [ ! -d ../shared ]; then echo "../shared not found: remote write bench skipped"; exit 0; fi
 SHARED=$(cd ../shared/bench && pwd)
 WARM="${WARM:-20}"; WINDOW="${WINDOW:-30}"; SPLITS="${SPLITS:-3}"
-SCENARIOS="${SCENARIOS:-200x1000@1s 20x10000@1s}"; SHARDS="${SHARDS:-4}"; BUILD="${BUILD:-build}"
+SCENARIOS="${SCENARIOS:-200x1000@1s 20x10000@1s}"; SHARDS="${SHARDS:-0}"; BUILD="${BUILD:-build}"
 export BASE_PORT="${BASE_PORT:-21000}" SINK_PORT="${SINK_PORT:-20999}"
 RUN_DIR="${RUN_DIR:-$ROOT/build/bench/rw-run}"; OUT_DIR="${OUT_DIR:-$ROOT/build/bench/rw-results}"
 export RUN_DIR OUT_DIR WARM WINDOW SPLITS
@@ -62,7 +63,7 @@ for sc in $SCENARIOS; do
       "$SHARED/targets.sh" config "$K" "$N" "$I" synthetic; } > "$cfg"
     rm -f "$met"
     LUA_PATH="$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" LUA_CPATH="$ROOT/$BUILD/?.so;;" \
-        lua5.4 bench/scrape_remote_write.lua "$cfg" "$((WARM + WINDOW + 5))" "$met" "$SINK" "$SHARDS" > "$out" 2>&1 &
+        lua5.4 bench/scrape_remote_write.lua "$cfg" "$((WARM + WINDOW + 5))" "$met" "$SINK" "$SHARDS" "$WARM" > "$out" 2>&1 &
     lpid=$!; PIDS+=("$lpid")
     for _ in $(seq 100); do [ -s "$met" ] && break; sleep 0.1; done
     echo "== $name pid $lpid" >&2
