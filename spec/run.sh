@@ -8,6 +8,9 @@
 #   busted-luajit    the same specs under LuaJIT against build/luajit
 #   busted-asan      the same with libasan preloaded (module built with ASan)
 #   busted-valgrind  the same under valgrind, with a GC-stressing prelude
+#   torture          allocation-failure torture of the C tests in BUILD/spec/c
+#                    (an ASan build): a time-bounded sample, one line per test
+#   torture-full     the same, failing every allocation in turn (make torture)
 # A stage that dies before printing its plan counts as failed in tapsum.sh.
 set -u
 kind=$1 build=$2 name=$3
@@ -92,6 +95,10 @@ busted-valgrind)
     # Collect often, so use-after-free of collected userdata shows up.
     $VG lua5.4 -e 'collectgarbage("setpause", 100); collectgarbage("setstepmul", 1000)' \
         $BUSTED $QUICK ;;
+torture)
+    sh spec/torture.sh --bounded "$build" ;;
+torture-full)
+    sh spec/torture.sh "$build" ;;
 *)
     echo "spec/run.sh: unknown kind $kind" >&2
     exit 2 ;;

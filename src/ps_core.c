@@ -78,6 +78,10 @@ static void *g_alloc_ud;
  * them race-free; relaxed order is enough for counting. */
 static _Atomic long g_fail_after = -1; /* countdown; < 0 means never fail */
 static _Atomic long g_alloc_count;
+/* Whole-process torture (ps_alloc_fail_at): the g_fail_at-th counted
+ * allocation fails; 0 means none, -1 that the environment is not read yet. */
+static _Atomic long g_fail_at = -1;
+static _Atomic long g_counted;
 
 void ps_set_allocator(ps_alloc_fn f, void *ud)
 {
@@ -93,10 +97,48 @@ long ps_alloc_fail_after(long n)
     return made;
 }
 
-/* Counts the allocation and tells whether the torture countdown says fail. */
+long ps_alloc_fail_at(long k)
+{
+    atomic_store(&g_fail_at, k > 0 ? k : 0);
+    return atomic_load(&g_counted);
+}
+
+/* At exit, tells spec/torture.sh how many failure points the run has. */
+static void torture_report(void)
+{
+    fprintf(stderr, "# ps_torture: counted=%ld fail_at=%ld\n",
+            atomic_load(&g_counted), atomic_load(&g_fail_at));
+}
+
+/* g_fail_at, reading PS_TORTURE_FAIL_AT on first use. Threads racing here
+ * read the same environment; only the one whose exchange wins registers the
+ * report, and an earlier ps_alloc_fail_at() call wins over the environment
+ * (no strtol/atexit on the hot path after the first allocation). */
+static long torture_fail_at(void)
+{
+    long at = atomic_load_explicit(&g_fail_at, memory_order_relaxed);
+    const char *s, *count;
+    long unset = -1;
+
+    if (at >= 0)
+        return at;
+    s = getenv("PS_TORTURE_FAIL_AT");
+    count = getenv("PS_TORTURE_COUNT");
+    at = s != NULL ? strtol(s, NULL, 10) : 0;
+    if (at < 0)
+        at = 0;
+    if (!atomic_compare_exchange_strong(&g_fail_at, &unset, at))
+        return unset; /* another thread or ps_alloc_fail_at() was first */
+    if (s != NULL || count != NULL)
+        atexit(torture_report);
+    return at;
+}
+
+/* Counts the allocation and tells whether it must fail: the countdown of
+ * ps_alloc_fail_after() when armed, else the whole-process fail_at. */
 static int should_fail(void)
 {
-    long left;
+    long left, nth;
 
     atomic_fetch_add_explicit(&g_alloc_count, 1, memory_order_relaxed);
     left = atomic_load_explicit(&g_fail_after, memory_order_relaxed);
@@ -106,7 +148,10 @@ static int should_fail(void)
                                                   memory_order_relaxed,
                                                   memory_order_relaxed))
         ;
-    return left == 0;
+    if (left >= 0)
+        return left == 0; /* a test's own torture loop: not counted */
+    nth = atomic_fetch_add_explicit(&g_counted, 1, memory_order_relaxed) + 1;
+    return nth == torture_fail_at();
 }
 
 void *ps_malloc(size_t n)

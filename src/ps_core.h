@@ -76,6 +76,19 @@ char *ps_strndup(const char *s, size_t n); /* NUL-terminated copy, or NULL */
  * last call, so a test can learn how many allocations a run needs. */
 long ps_alloc_fail_after(long n);
 
+/* Whole-process torture (make torture, spec/torture.sh; curl's -t): every
+ * allocation is counted from process start, except those made while a
+ * ps_alloc_fail_after() countdown is armed (such loops torture themselves;
+ * a test keeps a repetitive stretch out of the count with
+ * ps_alloc_fail_after(LONG_MAX), a countdown that never ends), and the k-th
+ * counted one fails, that one only. k comes from the environment variable
+ * PS_TORTURE_FAIL_AT, read at the first allocation, or from this call,
+ * which overrides it (k <= 0: nothing fails; a forked test server calls
+ * ps_alloc_fail_at(0)). With PS_TORTURE_FAIL_AT or PS_TORTURE_COUNT set,
+ * the process prints "# ps_torture: counted=N fail_at=k" on stderr at exit.
+ * Returns the number of allocations counted so far. */
+long ps_alloc_fail_at(long k);
+
 /*
  * Validation. Lengths are explicit: inputs are borrowed views, not C strings.
  * ps_utf8_valid: strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF).

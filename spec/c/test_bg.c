@@ -160,18 +160,24 @@ static void test_request_on_thread(void)
     struct ps_bg_status st;
     struct get g;
     struct ps_err e;
+    int rc;
 
     ps_err_init(&e);
     ok(ps_engine_new(&eng, NULL, &e) == PS_OK &&
            ps_bg_new(&bg, eng, &e) == PS_OK,
        "engine and controller created");
+    if (bg == NULL) { /* out of memory: only under spec/torture.sh */
+        ps_engine_free(eng);
+        return;
+    }
     ok(!ps_bg_running(bg), "not running before start");
     ok(ps_bg_start(bg, &e) == PS_OK && ps_bg_running(bg), "started");
     ok(ps_bg_start(bg, &e) == PS_ESTATE, "a second start is PS_ESTATE");
     ps_bg_lock(bg);
-    get_start(eng, &g, "/m");
+    rc = get_start(eng, &g, "/m");
     ps_bg_unlock(bg);
-    ok(wait_done(&g, 5000) && g.rc == PS_OK && g.status == 200,
+    ok(rc == PS_OK && wait_done(&g, 5000) && g.rc == PS_OK &&
+           g.status == 200,
        "a request started under the lock completes on the thread");
     ps_bg_status(bg, &st, NULL);
     ok(st.running && st.alive && st.steps > 0 && st.rc == PS_OK,
@@ -198,8 +204,12 @@ static void test_stop_in_flight(void)
     double wait_ms, stop_ms;
 
     ps_err_init(&e);
-    ps_engine_new(&eng, NULL, &e);
-    ps_bg_new(&bg, eng, &e);
+    if (ps_engine_new(&eng, NULL, &e) != PS_OK ||
+        ps_bg_new(&bg, eng, &e) != PS_OK) {
+        ok(0, "engine and controller"); /* only under spec/torture.sh */
+        ps_engine_free(eng);
+        return;
+    }
     ps_bg_start(bg, &e);
     ps_bg_lock(bg);
     get_start(eng, &g, "/slow");
@@ -285,12 +295,19 @@ static void test_manager_concurrent(void)
 
     memset(&s, 0, sizeof(s));
     ps_err_init(&e);
-    ps_appender_mem_new(&s.mem, NULL, &e);
+    if (ps_appender_mem_new(&s.mem, NULL, &e) != PS_OK) {
+        ok(0, "store"); /* out of memory: only under spec/torture.sh */
+        return;
+    }
     memset(&mo, 0, sizeof(mo));
     mo.appender = ps_appender_mem_appender(s.mem);
     mo.offset_seed = 1;
     rc = ps_manager_new(&s.m, &mo, &e);
     ok(rc == PS_OK, "manager with its own engine");
+    if (rc != PS_OK) {
+        ps_appender_mem_free(s.mem);
+        return;
+    }
     ps_scrape_config_init(&cfg);
     cfg.job_name = "bg";
     cfg.metrics_path = "/m";
@@ -312,7 +329,10 @@ static void test_manager_concurrent(void)
     if (rc == PS_OK)
         rc = ps_manager_sync(s.m, "bg", &grp, 1, &e);
     ok(rc == PS_OK, "config applied and targets synced before start");
-    ps_bg_new(&s.bg, ps_manager_engine(s.m), &e);
+    if (ps_bg_new(&s.bg, ps_manager_engine(s.m), &e) != PS_OK) {
+        ok(0, "controller"); /* only under spec/torture.sh */
+        goto out;
+    }
     ok(ps_bg_start(s.bg, &e) == PS_OK, "background thread started");
     atomic_init(&s.quit, 0);
     atomic_init(&s.queries, 0);
@@ -367,6 +387,7 @@ static void test_manager_concurrent(void)
         ok(scrapes_of(&s, 0) > before, "step mode works after a stop");
     }
     ps_bg_free(s.bg);
+out:
     ps_manager_free(s.m);
     ps_appender_mem_free(s.mem);
     for (i = 0; i < 2; i++)
@@ -403,8 +424,13 @@ static void test_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, NULL);
     ps_err_init(&e);
-    ps_engine_new(&eng, NULL, &e);
-    ps_bg_new(&bg, eng, &e);
+    if (ps_engine_new(&eng, NULL, &e) != PS_OK ||
+        ps_bg_new(&bg, eng, &e) != PS_OK) {
+        ok(0, "engine and controller"); /* only under spec/torture.sh */
+        ps_engine_free(eng);
+        signal(SIGUSR1, SIG_DFL);
+        return;
+    }
     ps_bg_start(bg, &e);
     pthread_sigmask(SIG_SETMASK, NULL, &cur);
     ok(!sigismember(&cur, SIGUSR1) && !sigismember(&cur, SIGTERM),

@@ -77,6 +77,27 @@ int main(void)
     ps_free(s);
     ok(ps_calloc(SIZE_MAX / 2, 4) == NULL, "calloc overflow is refused");
 
+    /* The whole-process torture of spec/torture.sh, which sets k itself
+     * (so this part only runs outside it). */
+    if (getenv("PS_TORTURE_FAIL_AT") == NULL) {
+        long c = ps_alloc_fail_at(0);
+        char *a, *b, *d;
+
+        ps_alloc_fail_at(c + 2);
+        a = ps_malloc(1);
+        b = ps_malloc(1);
+        d = ps_malloc(1);
+        ok(a != NULL && b == NULL && d != NULL,
+           "fail_at(k): the k-th allocation fails, and only that one");
+        ps_free(a);
+        ps_free(d);
+        ps_alloc_fail_after(5);
+        ps_free(ps_malloc(1));
+        ps_alloc_fail_after(-1);
+        ok(ps_alloc_fail_at(0) == c + 3,
+           "fail_at counts allocations, except under a fail_after countdown");
+    }
+
     printf("1..%d\n", n_test);
     return n_fail != 0;
 }

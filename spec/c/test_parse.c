@@ -99,7 +99,11 @@ static void test_entries(void)
     const struct ps_series_view *v;
     const struct ps_meta_view *m;
 
-    ok(ps_parse_new(&p, body, strlen(body), &o, &e) == PS_OK, "new");
+    if (ps_parse_new(&p, body, strlen(body), &o, &e) != PS_OK) {
+        ok(0, "new"); /* only under spec/torture.sh */
+        return;
+    }
+    ok(1, "new");
     ok(ps_parse_next(p, &k, &e) == PS_OK && k == PS_ENTRY_HELP, "HELP");
     m = ps_parse_meta(p);
     ok(str_is(m->family, "m") && str_is(m->text, "Some \\ help\n!"),
@@ -115,9 +119,12 @@ static void test_entries(void)
     v = ps_parse_series(p);
     ok(ps_parse_lineno(p) == 5, "series on line 5");
     ok(str_is(v->name, "m") && v->nlabels == 2, "name and label count");
-    ok(str_is(v->labels[0].name, "a") && str_is(v->labels[0].value, "x\"y"),
+    /* nlabels first: after a failed next() (torture) there are none. */
+    ok(v->nlabels == 2 && str_is(v->labels[0].name, "a") &&
+           str_is(v->labels[0].value, "x\"y"),
        "escaped label value decoded");
-    ok(str_is(v->labels[1].value, ""), "empty label value");
+    ok(v->nlabels == 2 && str_is(v->labels[1].value, ""),
+       "empty label value");
     ok(v->value == 1.5 && v->has_ts && v->ts_ms == 1700000000000LL,
        "value and millisecond timestamp");
     ok(str_is(v->raw, "m{a=\"x\\\"y\",b=\"\"}"), "raw series bytes");
@@ -153,7 +160,10 @@ static void test_openmetrics(void)
     enum ps_entry k;
     const struct ps_series_view *v;
 
-    ps_parse_new(&p, body, strlen(body), &o, &e);
+    if (ps_parse_new(&p, body, strlen(body), &o, &e) != PS_OK) {
+        ok(0, "OpenMetrics parser"); /* only under spec/torture.sh */
+        return;
+    }
     ps_parse_next(p, &k, &e);
     ok(ps_parse_next(p, &k, &e) == PS_OK && k == PS_ENTRY_UNIT &&
            str_is(ps_parse_meta(p)->text, "seconds"),
@@ -197,15 +207,15 @@ static void test_numbers(void)
 
     for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
         struct ps_parse_opts o = {PS_FORMAT_TEXT, 0};
-        struct ps_parser *p;
+        struct ps_parser *p = NULL;
         struct ps_err e;
         enum ps_entry k;
         double v;
         int good;
 
         snprintf(body, sizeof(body), "m %s\n", tab[i].in);
-        ps_parse_new(&p, body, strlen(body), &o, &e);
-        good = ps_parse_next(p, &k, &e) == PS_OK && k == PS_ENTRY_SERIES;
+        good = ps_parse_new(&p, body, strlen(body), &o, &e) == PS_OK &&
+               ps_parse_next(p, &k, &e) == PS_OK && k == PS_ENTRY_SERIES;
         v = good ? ps_parse_series(p)->value : 0;
         if (isnan(tab[i].want)) {
             uint64_t bits;
@@ -266,15 +276,16 @@ static void test_errors(void)
         /* A NUL at a line start is an error, not a silent end. */
         const char b[] = "a 1\n\0b 2\n";
         struct ps_parse_opts o = {PS_FORMAT_TEXT, 0};
-        struct ps_parser *p;
+        struct ps_parser *p = NULL;
         enum ps_entry k;
-        int rc;
-        ps_parse_new(&p, b, sizeof(b) - 1, &o, &e);
-        ps_parse_next(p, &k, &e);
-        rc = ps_parse_next(p, &k, &e);
+        int rc = ps_parse_new(&p, b, sizeof(b) - 1, &o, &e);
+        if (rc == PS_OK)
+            rc = ps_parse_next(p, &k, &e);
+        if (rc == PS_OK)
+            rc = ps_parse_next(p, &k, &e);
         ok(rc == PS_EPARSE && strcmp(e.msg, "line 2: unexpected NUL byte") == 0,
            "NUL at line start rejected");
-        ok(ps_parse_next(p, &k, &e) == PS_EPARSE &&
+        ok(p != NULL && ps_parse_next(p, &k, &e) == PS_EPARSE &&
                strcmp(e.msg, "line 2: unexpected NUL byte") == 0,
            "errors are sticky");
         ps_parse_free(p);
@@ -283,10 +294,10 @@ static void test_errors(void)
         /* A NUL inside a series label value is allowed, as in Prometheus. */
         const char b[] = "a{b=\"x\0y\"} 1\n";
         struct ps_parse_opts o = {PS_FORMAT_TEXT, 0};
-        struct ps_parser *p;
+        struct ps_parser *p = NULL;
         enum ps_entry k;
-        ps_parse_new(&p, b, sizeof(b) - 1, &o, &e);
-        ok(ps_parse_next(p, &k, &e) == PS_OK &&
+        ok(ps_parse_new(&p, b, sizeof(b) - 1, &o, &e) == PS_OK &&
+               ps_parse_next(p, &k, &e) == PS_OK &&
                ps_parse_series(p)->labels[0].value.n == 3,
            "NUL inside a label value kept");
         ps_parse_free(p);

@@ -11,7 +11,9 @@
  * see nothing. The child stops when fixture_stop() closes its control pipe
  * (it then shuts down the open connections, which wakes handlers blocked in
  * read or poll, and joins them all), or when its own alarm fires after
- * lifetime_s seconds; fixture_stop() reaps it. One fixture per test.
+ * lifetime_s seconds; fixture_stop() reaps it. One fixture per test. The
+ * child never takes part in spec/torture.sh: it disarms ps_alloc_fail_at(),
+ * so the k-th allocation counted from process start is always the test's.
  *
  * Everything is static inline so a test that skips a helper gets no
  * unused-function warning.
@@ -31,6 +33,8 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "ps_core.h"
 
 /* ---- TAP ----------------------------------------------------------------- */
 
@@ -221,6 +225,9 @@ static inline int fixture_start(void (*serve)(int fd), unsigned lifetime_s)
     fflush(stdout);
     fixture_pid = fork();
     if (fixture_pid == 0) {
+        /* The server is scaffolding, not code under test: under
+         * spec/torture.sh only the test process fails its k-th allocation. */
+        ps_alloc_fail_at(0);
         close(ctl[1]);
         fixture_main(ls, ctl[0], lifetime_s);
         _exit(0);
